@@ -202,7 +202,8 @@ class UNetPlusPlus(nn.Module):
         features = tuple(int(f) for f in features)
         if len(features) < 2 or min(features) < 1:
             raise ValueError(
-                f"features needs at least two positive widths (one per level, depth = len(features) - 1), got {features}."
+                f"features needs at least two positive widths (one per level; depth = len(features) - 1), "
+                f"got {features}."
             )
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}.")
