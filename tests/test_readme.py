@@ -1,0 +1,15 @@
+"""The README's usage example runs as printed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def test_readme_usage_example_runs():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["accurate"].shape == scope["fast"].shape == (2, 3, 48, 40, 32)
+    assert scope["small"].depth == 2
