@@ -1,0 +1,17 @@
+# Copyright (c) monai-unetpp contributors
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Pictures for training and inference: per-case PNG montages and training-curve PNGs."""
+
+from .curves import CurvePlotHandler, plot_curves
+from .montage import SLICE_MODES, SaveMontageD, SaveMontaged, montage_figure, montage_size, save_montage
+
+__all__ = [
+    "SLICE_MODES",
+    "CurvePlotHandler",
+    "SaveMontageD",
+    "SaveMontaged",
+    "montage_figure",
+    "montage_size",
+    "plot_curves",
+    "save_montage",
+]
