@@ -1,0 +1,260 @@
+# Copyright (c) monai-unetpp contributors
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Demo data, dataset discovery (Decathlon, paired folders, datalists) and the checks that run before training."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from monai_unetpp.data import DatasetError, check_dataset, make_demo_dataset, prepare_dataset
+
+SHAPE_3D = (20, 20, 16)
+
+
+@pytest.fixture(scope="module")
+def demo_3d(tmp_path_factory) -> Path:
+    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "d3", num_cases=5, num_test=2, shape=SHAPE_3D)
+
+
+@pytest.fixture
+def dataset(demo_3d, tmp_path) -> Path:
+    """A private copy of the demo to damage."""
+    return Path(shutil.copytree(demo_3d, tmp_path / "copy"))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_demo_is_deterministic(demo_3d, tmp_path):
+    again = make_demo_dataset(tmp_path / "again", num_cases=5, num_test=2, shape=SHAPE_3D)
+    assert _files(again) == _files(demo_3d)
+    other = make_demo_dataset(tmp_path / "other", num_cases=5, num_test=2, shape=SHAPE_3D, seed=1)
+    first = "imagesTr/demo_000.nii.gz"
+    assert not np.array_equal(nib.load(other / first).get_fdata(), nib.load(demo_3d / first).get_fdata())
+
+
+def test_demo_layout_and_content(demo_3d):
+    description = json.loads((demo_3d / "dataset.json").read_text())
+    assert description["labels"] == {"0": "background", "1": "organ", "2": "lesion"}
+    assert description["numTraining"] == len(description["training"]) == 5
+    assert description["numTest"] == len(description["test"]) == 2
+    assert "modality" in description and "channel_names" in description
+    seen = set()
+    for case in description["training"]:
+        image, label = nib.load(demo_3d / case["image"]), nib.load(demo_3d / case["label"])
+        assert image.shape == label.shape == SHAPE_3D
+        assert image.get_data_dtype() == np.float32 and label.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(image.affine, label.affine)
+        np.testing.assert_allclose(np.abs(np.diag(image.affine)[:3]), (1.5, 1.5, 2.0))
+        assert np.any(image.affine[:3, 3] != 0)
+        values = np.asarray(label.dataobj)
+        seen.update(np.unique(values).tolist())
+        organ, background = image.get_fdata()[values == 1], image.get_fdata()[values == 0]
+        assert organ.mean() > background.mean() + 3 * background.std() / 2  # learnable, but not one threshold
+    assert seen == {0, 1, 2}
+    assert sorted(p.name for p in (demo_3d / "labelsTs").iterdir()) == ["demo_005.nii.gz", "demo_006.nii.gz"]
+
+
+def test_demo_2d_is_hw_nifti(tmp_path):
+    root = make_demo_dataset(tmp_path / "d2", spatial_dims=2, num_cases=2, num_test=1, num_classes=4, shape=(32, 40))
+    image = nib.load(root / "imagesTr" / "demo_000.nii.gz")
+    assert image.shape == (32, 40)
+    assert json.loads((root / "dataset.json").read_text())["labels"]["3"] == "structure_3"
+    lists = prepare_dataset(root, spatial_dims=2, num_classes=4)
+    assert len(lists["training"]) == 1 and len(lists["validation"]) == 1 and len(lists["test"]) == 1
+
+
+def test_demo_never_overwrites(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep")
+    with pytest.raises(ValueError, match="not an empty folder"):
+        make_demo_dataset(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+def test_prepare_generates_demo_once_and_caches(tmp_path, caplog):
+    root = tmp_path / "new"
+    with caplog.at_level(logging.WARNING, logger="monai_unetpp"):
+        lists = prepare_dataset(root, num_classes=3)
+    assert "synthetic 3D demo dataset" in caplog.text and str(root) in caplog.text
+    assert [len(lists[k]) for k in ("training", "validation", "test")] == [12, 4, 4]
+    for case in lists["training"] + lists["validation"]:
+        assert Path(case["image"]).is_absolute() and Path(case["label"]).is_file()
+    assert {case["image"] for case in lists["training"]}.isdisjoint(case["image"] for case in lists["validation"])
+    lists["training"].clear()  # callers get copies: the cached result is untouched
+    assert prepare_dataset(root, num_classes=3)["validation"] == lists["validation"]
+    other_split = prepare_dataset(root, num_classes=3, seed=1)
+    assert other_split["validation"] != lists["validation"]
+
+
+def test_prepare_refuses_a_folder_that_is_not_a_dataset(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="is not a dataset"):
+        prepare_dataset(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    with pytest.raises(DatasetError, match="demo=True"):
+        prepare_dataset(tmp_path / "missing", demo=False)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_prepare_pairs_folders_without_dataset_json(dataset):
+    with_json = prepare_dataset(dataset)
+    (dataset / "dataset.json").unlink()
+    (dataset / "imagesTr" / "._demo_000.nii.gz").write_bytes(b"\0")  # macOS archive debris is ignored
+    assert prepare_dataset(dataset) == with_json
+
+
+def test_prepare_pairs_nnunet_channel_files(dataset):
+    (dataset / "dataset.json").unlink()
+    for path in sorted((dataset / "imagesTr").iterdir()):
+        stem = path.name[: -len(".nii.gz")]
+        shutil.copy(path, path.with_name(f"{stem}_0001.nii.gz"))
+        path.rename(path.with_name(f"{stem}_0000.nii.gz"))
+    lists = prepare_dataset(dataset)
+    case = lists["training"][0]
+    assert [Path(p).name for p in case["image"]] == [f"{Path(case['label']).name[:-7]}_000{c}.nii.gz" for c in (0, 1)]
+
+
+def test_prepare_reads_a_datalist(dataset, tmp_path):
+    datalist = {
+        "training": [
+            {"image": "imagesTr/demo_000.nii.gz", "label": "labelsTr/demo_000.nii.gz", "fold": 0},
+            {"image": str(dataset / "imagesTr/demo_001.nii.gz"), "label": "labelsTr/demo_001.nii.gz", "fold": 1},
+            {"image": "imagesTr/demo_002.nii.gz", "label": "labelsTr/demo_002.nii.gz", "fold": 1},
+        ],
+        "validation": [{"image": "imagesTr/demo_003.nii.gz", "label": "labelsTr/demo_003.nii.gz"}],
+        "testing": [{"image": "imagesTs/demo_005.nii.gz"}],
+    }
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    lists = prepare_dataset(dataset, datalist=tmp_path / "datalist.json")
+    assert [Path(c["image"]).name for c in lists["training"]] == [f"demo_00{i}.nii.gz" for i in range(3)]
+    assert lists["validation"][0]["label"] == str(dataset / "labelsTr/demo_003.nii.gz")
+    assert lists["test"] == [{"image": str(dataset / "imagesTs/demo_005.nii.gz")}]
+    del datalist["validation"]
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    by_fold = prepare_dataset(dataset, datalist=tmp_path / "datalist.json", fold=1)
+    assert [Path(c["image"]).name for c in by_fold["validation"]] == ["demo_001.nii.gz", "demo_002.nii.gz"]
+
+
+def _save_like(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
+    nib.save(nib.Nifti1Image(array, affine), path)
+
+
+def _label(root: Path, case: int = 1) -> Path:
+    return root / "labelsTr" / f"demo_00{case}.nii.gz"
+
+
+def _damage_out_of_range(root):
+    label = nib.load(_label(root))
+    _save_like(_label(root), np.where(np.asarray(label.dataobj) == 2, 7, label.dataobj).astype(np.uint8), label.affine)
+    return _label(root), "outside the declared classes 0..2"
+
+
+def _damage_shape(root):
+    _save_like(_label(root), np.zeros((20, 20, 15), np.uint8), nib.load(_label(root)).affine)
+    return _label(root), "differs from image shape"
+
+
+def _damage_affine(root):
+    affine = nib.load(_label(root)).affine.copy()
+    affine[0, 3] += 3.0
+    _save_like(_label(root), np.asarray(nib.load(_label(root)).dataobj), affine)
+    return _label(root), "affine differs"
+
+
+def _damage_dims(root):
+    image = root / "imagesTr" / "demo_001.nii.gz"
+    _save_like(image, np.zeros((20, 20), np.float32), np.eye(4))
+    return image, "2 spatial dimensions"
+
+
+def _damage_corrupt(root):
+    image = root / "imagesTr" / "demo_001.nii.gz"
+    image.write_bytes(b"not a nifti file")
+    return image, "unreadable image"
+
+
+def _damage_truncated(root):
+    image = root / "imagesTr" / "demo_001.nii.gz"
+    image.write_bytes(image.read_bytes()[:-2000])
+    return image, "truncated or corrupt"
+
+
+def _damage_float_labels(root):
+    label = nib.load(_label(root))
+    _save_like(_label(root), np.asarray(label.dataobj).astype(np.float32) * 0.5, label.affine)
+    return _label(root), "non-integer values"
+
+
+def _damage_missing_label(root):
+    _label(root).unlink()
+    return _label(root), "label file not found"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _damage_out_of_range,
+        _damage_shape,
+        _damage_affine,
+        _damage_dims,
+        _damage_corrupt,
+        _damage_truncated,
+        _damage_float_labels,
+        _damage_missing_label,
+    ],
+)
+def test_bad_data_names_the_file(dataset, damage):
+    path, message = damage(dataset)
+    with pytest.raises(DatasetError, match=message) as error:
+        prepare_dataset(dataset)
+    assert str(path) in str(error.value)
+    assert prepare_dataset(dataset, check=False)["training"]  # the checks, not the discovery, refuse it
+
+
+def test_unpaired_files_without_dataset_json(dataset):
+    (dataset / "dataset.json").unlink()
+    _label(dataset).unlink()
+    shutil.copy(_label(dataset, 2), dataset / "labelsTr" / "orphan.nii.gz")
+    with pytest.raises(DatasetError, match="do not pair") as error:
+        prepare_dataset(dataset)
+    assert "demo_001.nii.gz: image has no label" in str(error.value)
+    assert "orphan.nii.gz: label has no image" in str(error.value)
+
+
+def test_declared_labels_must_match_num_classes(dataset):
+    with pytest.raises(DatasetError, match="set num_classes to 3"):
+        prepare_dataset(dataset, num_classes=2)
+
+
+def test_check_dataset_lists_every_problem(dataset):
+    cases = [
+        {"image": str(dataset / "imagesTr/demo_000.nii.gz"), "label": str(dataset / "labelsTr/demo_000.nii.gz")},
+        {"image": str(dataset / "imagesTr/demo_001.nii.gz")},
+        {"image": str(dataset / "imagesTr/missing.nii.gz"), "label": str(dataset / "labelsTr/demo_002.nii.gz")},
+    ]
+    with pytest.raises(DatasetError) as error:
+        check_dataset(cases, num_classes=3)
+    assert len(error.value.problems) == 2
+    assert "demo_001.nii.gz: image has no label" in str(error.value)
+    assert "missing.nii.gz: image file not found" in str(error.value)
+    assert check_dataset(cases[:1], num_classes=3) is not None
+    assert check_dataset(cases[1:2], num_classes=3, require_label=False)
+    with pytest.raises(DatasetError, match="empty"):
+        check_dataset([], num_classes=3)
+
+
+def test_truncation_check_survives_multimember_gzip(dataset):
+    """A valid .nii.gz written as two gzip members has a trailer that disagrees; it must still pass."""
+    image = dataset / "imagesTr" / "demo_000.nii.gz"
+    raw = gzip.decompress(image.read_bytes())
+    image.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    check_dataset([{"image": str(image), "label": str(_label(dataset, 0))}], num_classes=3)
