@@ -8,6 +8,7 @@ import gzip
 import json
 import logging
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -258,3 +259,35 @@ def test_truncation_check_survives_multimember_gzip(dataset):
     raw = gzip.decompress(image.read_bytes())
     image.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
     check_dataset([{"image": str(image), "label": str(_label(dataset, 0))}], num_classes=3)
+
+
+def test_concurrent_demo_writers_agree(tmp_path):
+    """Ranks of a multi-GPU run may all ask for the demo at once: every one returns, one set of files remains."""
+    root = tmp_path / "shared"
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda _: prepare_dataset(root, spatial_dims=2, check=False), range(3)))
+    assert results[0] == results[1] == results[2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]  # no staging folder left behind
+
+
+def test_demo_made_for_other_settings_says_how_to_regenerate(tmp_path):
+    root = make_demo_dataset(tmp_path / "demo", num_cases=2, num_test=0, shape=SHAPE_3D)
+    with pytest.raises(DatasetError, match="holds demo data generated for other settings"):
+        prepare_dataset(root, spatial_dims=2)
+
+
+def test_datalist_paths_relative_to_the_datalist(dataset, tmp_path):
+    (tmp_path / "lists").mkdir()
+    shutil.move(dataset / "labelsTr", tmp_path / "lists" / "masks")
+    datalist = {
+        "training": [
+            {"image": f"imagesTr/demo_00{i}.nii.gz", "label": f"masks/demo_00{i}.nii.gz", "fold": i % 2}
+            for i in range(4)
+        ],
+        "validation": [{"image": "imagesTr/demo_004.nii.gz", "label": "masks/demo_004.nii.gz"}],
+    }
+    (tmp_path / "lists" / "datalist.json").write_text(json.dumps(datalist))
+    lists = prepare_dataset(dataset, datalist=tmp_path / "lists" / "datalist.json")
+    assert lists["validation"][0]["label"] == str(tmp_path / "lists" / "masks" / "demo_004.nii.gz")
+    with pytest.raises(DatasetError, match="already has a validation list"):
+        prepare_dataset(dataset, datalist=tmp_path / "lists" / "datalist.json", fold=0)

@@ -79,10 +79,10 @@ def _sitk_info(image: sitk.Image | sitk.ImageFileReader) -> ImageInfo:
 
 def _read_label_array(path: Path) -> np.ndarray:
     if path.is_dir():
-        return sitk.GetArrayViewFromImage(read_dicom_series(path))
+        return sitk.GetArrayFromImage(read_dicom_series(path))
     if path.name.lower().endswith(_NIFTI_SUFFIXES):
         return np.asanyarray(nib.load(path).dataobj)
-    return sitk.GetArrayViewFromImage(sitk.ReadImage(os.fspath(path)))
+    return sitk.GetArrayFromImage(sitk.ReadImage(os.fspath(path)))
 
 
 def _nifti_data_complete(path: Path) -> bool:

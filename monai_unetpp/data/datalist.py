@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .checks import DatasetError, check_dataset
-from .demo import make_demo_dataset
+from .demo import DEMO_NAME_PREFIX, make_demo_dataset
 from .readers import SIMPLEITK_SUFFIXES
 
 __all__ = ["prepare_dataset", "pair_images_and_labels", "SPLITS"]
@@ -103,7 +103,12 @@ def prepare_dataset(
                 f"dataset_dir {root} is missing or empty; put a dataset there (dataset.json or imagesTr/ + labelsTr/)"
                 ", point dataset_dir at one, or pass demo=True to generate synthetic demo data."
             )
-        make_demo_dataset(root, spatial_dims=spatial_dims, num_classes=num_classes, seed=seed)
+        try:
+            make_demo_dataset(root, spatial_dims=spatial_dims, num_classes=num_classes, seed=seed)
+        except ValueError:
+            if not (root / "dataset.json").is_file():
+                raise
+            # another process (e.g. a rank of a multi-GPU run) wrote the demo between our look and our write
         logger.warning(
             "dataset_dir %s was missing or empty: generated a synthetic %dD demo dataset there (%d classes). "
             "Point dataset_dir at real data to train on it.",
@@ -155,11 +160,11 @@ def _prepare_cached(
     if datalist is not None:
         description = _load_json(datalist)
         source = f"datalist {datalist}"
-        lists = _lists_from_json(description, datalist, root, test_labels=None)
+        lists = _lists_from_json(description, datalist, (root, datalist.parent), test_labels=None)
     elif (root / "dataset.json").is_file():
         description = _load_json(root / "dataset.json")
         source = f"Decathlon dataset {root}"
-        lists = _lists_from_json(description, root / "dataset.json", root, test_labels=root / "labelsTs")
+        lists = _lists_from_json(description, root / "dataset.json", (root,), test_labels=root / "labelsTs")
     elif (root / "imagesTr").is_dir():
         description = {}
         source = f"image/label folders in {root}"
@@ -179,12 +184,24 @@ def _prepare_cached(
         )
     if not lists["training"]:
         raise DatasetError(f"{source} has no training cases; add cases to its training list.")
+    if lists["validation"] and fold is not None:
+        raise DatasetError(f"fold={fold} was requested but {source} already has a validation list; drop one of them.")
     if not lists["validation"]:
         lists["training"], lists["validation"] = _split(lists["training"], val_fraction, seed, fold, source)
     _warn_overlap(lists)
     if check:
-        _check_declared_labels(description, num_classes, source)
-        check_dataset(lists, num_classes=num_classes, spatial_dims=spatial_dims)
+        try:
+            _check_declared_labels(description, num_classes, source)
+            check_dataset(lists, num_classes=num_classes, spatial_dims=spatial_dims)
+        except DatasetError as error:
+            if str(description.get("name", "")).startswith(DEMO_NAME_PREFIX):
+                hint = (
+                    f"{root} holds demo data generated for other settings ({description.get('tensorImageSize')}, "
+                    f"{len(description.get('labels', {}))} classes); remove the folder or choose another dataset_dir "
+                    "to generate a matching demo."
+                )
+                raise DatasetError(f"{hint}\n{error.args[0]}", error.problems) from error
+            raise
     logger.info(
         "%s: %d training, %d validation, %d test cases.",
         source,
@@ -205,7 +222,9 @@ def _load_json(path: Path) -> dict:
     return content
 
 
-def _lists_from_json(description: dict, json_path: Path, root: Path, test_labels: Path | None) -> dict[str, list]:
+def _lists_from_json(
+    description: dict, json_path: Path, bases: Sequence[Path], test_labels: Path | None
+) -> dict[str, list]:
     if not isinstance(description.get("training"), list):
         raise DatasetError(f"{json_path}: no 'training' list of {{'image': ..., 'label': ...}} cases; add one.")
     lists = {}
@@ -214,7 +233,7 @@ def _lists_from_json(description: dict, json_path: Path, root: Path, test_labels
         cases = description.get(key, []) if key else []
         if not isinstance(cases, list):
             raise DatasetError(f"{json_path}: '{key}' must be a list of cases, got {type(cases).__name__}.")
-        lists[split] = [_absolute_case(case, root, json_path, key) for case in cases]
+        lists[split] = [_absolute_case(case, bases, json_path, key) for case in cases]
     if test_labels is not None and test_labels.is_dir():
         for case in lists["test"]:
             label = test_labels / Path(_first(case["image"])).name
@@ -227,24 +246,26 @@ def _first(value: Any) -> Any:
     return value[0] if isinstance(value, (list, tuple)) else value
 
 
-def _absolute_case(case: Any, root: Path, json_path: Path, key: str) -> dict:
+def _absolute_case(case: Any, bases: Sequence[Path], json_path: Path, key: str) -> dict:
     if isinstance(case, (str, os.PathLike)):  # Decathlon test lists hold bare image paths
         case = {"image": case}
     if not isinstance(case, Mapping) or "image" not in case:
         raise DatasetError(f"{json_path}: a '{key}' case must be a path or a dict with an 'image' entry, got {case!r}.")
     resolved = dict(case)
     for field in ("image", "label"):
-        if field in resolved and resolved[field] is not None:
-            value = resolved[field]
-            if isinstance(value, (list, tuple)):
-                resolved[field] = [_absolute(v, root) for v in value]
-            else:
-                resolved[field] = _absolute(value, root)
+        value = resolved.get(field)
+        if isinstance(value, (list, tuple)):
+            resolved[field] = [_absolute(v, bases) for v in value]
+        elif value is not None:
+            resolved[field] = _absolute(value, bases)
     return resolved
 
 
-def _absolute(path: str | os.PathLike, root: Path) -> str:
-    return os.path.normpath(root / Path(path).expanduser())
+def _absolute(path: str | os.PathLike, bases: Sequence[Path]) -> str:
+    """The path under the first base where it exists (under the first base when it exists nowhere, so that the
+    checks name the expected place); absolute paths stay as they are."""
+    candidates = [os.path.normpath(base / Path(path).expanduser()) for base in bases]
+    return next((c for c in candidates if os.path.exists(c)), candidates[0])
 
 
 def _case_name(path: Path) -> str | None:
