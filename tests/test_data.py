@@ -291,3 +291,15 @@ def test_datalist_paths_relative_to_the_datalist(dataset, tmp_path):
     assert lists["validation"][0]["label"] == str(tmp_path / "lists" / "masks" / "demo_004.nii.gz")
     with pytest.raises(DatasetError, match="already has a validation list"):
         prepare_dataset(dataset, datalist=tmp_path / "lists" / "datalist.json", fold=0)
+
+
+def test_absolute_datalist_needs_no_dataset_dir(dataset, tmp_path):
+    cases = [
+        {"image": str(dataset / f"imagesTr/demo_00{i}.nii.gz"), "label": str(_label(dataset, i))} for i in range(3)
+    ]
+    (tmp_path / "absolute.json").write_text(json.dumps({"training": cases}))
+    lists = prepare_dataset(tmp_path / "unused", datalist=tmp_path / "absolute.json")
+    assert len(lists["training"]) == 2 and len(lists["validation"]) == 1
+    assert not (tmp_path / "unused").exists()
+    with pytest.raises(DatasetError, match="datalist file .* not found"):
+        prepare_dataset(dataset, datalist="missing.json")

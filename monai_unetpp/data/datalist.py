@@ -97,7 +97,8 @@ def prepare_dataset(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
     root = Path(dataset_dir).expanduser().absolute()
-    if _is_missing_or_empty(root):
+    # a datalist found on its own may use absolute paths only: then dataset_dir need not exist
+    if _find_datalist(datalist, root) is None and _is_missing_or_empty(root):
         if not demo:
             raise DatasetError(
                 f"dataset_dir {root} is missing or empty; put a dataset there (dataset.json or imagesTr/ + labelsTr/)"
@@ -127,14 +128,20 @@ def _is_missing_or_empty(root: Path) -> bool:
     return not root.exists() or (root.is_dir() and not any(root.iterdir()))
 
 
-def _resolve_datalist(datalist: str | os.PathLike | None, root: Path) -> Path | None:
+def _find_datalist(datalist: str | os.PathLike | None, root: Path) -> Path | None:
+    """The datalist file, as given or relative to ``root``; None when not given or not there."""
     if datalist is None or f"{datalist}" == "":
         return None
     path = Path(datalist).expanduser()
-    for candidate in (path, root / path) if not path.is_absolute() else (path,):
-        if candidate.is_file():
-            return candidate.absolute()
-    raise DatasetError(f"datalist file {datalist} not found (looked in the working directory and in {root}).")
+    candidates = (path,) if path.is_absolute() else (path, root / path)
+    return next((c.absolute() for c in candidates if c.is_file()), None)
+
+
+def _resolve_datalist(datalist: str | os.PathLike | None, root: Path) -> Path | None:
+    found = _find_datalist(datalist, root)
+    if found is None and datalist is not None and f"{datalist}" != "":
+        raise DatasetError(f"datalist file {datalist} not found (looked in the working directory and in {root}).")
+    return found
 
 
 def _state(root: Path, datalist: Path | None) -> tuple:
