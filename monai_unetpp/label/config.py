@@ -1,0 +1,111 @@
+# Copyright (c) monai-unetpp contributors
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""A MONAI Label ``TaskConfig`` that adds a UNet++ segmentation model to a radiology-style app."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.utils.others.generic import strtobool
+
+from ..networks.unetplusplus import UNetPlusPlus
+from .infer import UNetPlusPlusInferTask
+from .train import UNetPlusPlusTrainTask
+
+__all__ = ["UNetPlusPlusSegmentation", "parse_labels"]
+
+
+def parse_labels(text: str) -> dict[str, int]:
+    """Labels from text: a JSON object ``{"liver": 1, "tumor": 2}`` or names ``liver,tumor`` (values 1, 2, ...)."""
+    text = text.strip()
+    if text.startswith("{"):
+        labels = {str(k): int(v) for k, v in json.loads(text).items()}
+    else:
+        labels = {name.strip(): n for n, name in enumerate(text.split(","), start=1) if name.strip()}
+    labels.pop("background", None)
+    if not labels or min(labels.values()) < 1 or len(set(labels.values())) != len(labels):
+        raise ValueError(
+            f"labels must name at least one structure with distinct values >= 1 (0 is background), got {text!r}; "
+            'e.g. "liver,tumor" or \'{"liver": 1, "tumor": 2}\'.'
+        )
+    return labels
+
+
+class UNetPlusPlusSegmentation(TaskConfig):
+    """UNet++ segmentation model for a MONAI Label radiology-style app: an infer task and a train task.
+
+    The class attributes are the model's defaults; an app's config file may override them, and so may
+    ``--conf unetpp_<attribute> <value>`` at server start (JSON values, labels also as ``name,name``), e.g.
+    ``--conf unetpp_labels spleen,liver --conf unetpp_features "[16, 32, 64, 128]"``.
+
+    Model files live in the app's ``model`` folder: ``pretrained_<name>.pt`` (optional, a checkpoint to start
+    from) and ``<name>.pt`` (published by training). Inference and training use the newest of the two: the
+    published model when there is one. Without either, inference runs the untrained network and training starts
+    from scratch.
+
+    MONAI Label finds an app's configs by their direct ``TaskConfig`` base, so an app declares the model as
+    ``class SegmentationUNetPP(UNetPlusPlusSegmentation, TaskConfig)`` in ``lib/configs/<name>.py``;
+    ``python -m monai_unetpp.label.make_app`` writes that file.
+    """
+
+    labels: dict[str, int] = {"foreground": 1}
+    features: Sequence[int] = (32, 32, 64, 128, 256)
+    deep_supervision: bool = True
+    roi_size: Sequence[int] = (96, 96, 96)
+    target_spacing: Sequence[float] = (1.0, 1.0, 1.0)
+    intensity_range: Sequence[float] | None = None
+    inference_mode: str = "final"
+    pruning_depth: int | None = None
+
+    def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
+        super().init(name, model_dir, conf, planner, **kwargs)
+        labels = conf.get("unetpp_labels")
+        self.labels = parse_labels(labels) if labels else dict(type(self).labels)
+        for key in ("features", "roi_size", "target_spacing", "intensity_range", "pruning_depth"):
+            if conf.get(f"unetpp_{key}"):
+                setattr(self, key, json.loads(conf[f"unetpp_{key}"]))
+        if conf.get("unetpp_inference_mode"):
+            self.inference_mode = conf["unetpp_inference_mode"]
+        if conf.get("unetpp_deep_supervision"):
+            self.deep_supervision = strtobool(conf["unetpp_deep_supervision"])
+
+        self.path = [os.path.join(model_dir, f"pretrained_{name}.pt"), os.path.join(model_dir, f"{name}.pt")]
+        self.network = UNetPlusPlus(
+            spatial_dims=len(self.roi_size),
+            in_channels=1,
+            out_channels=len(self.labels) + 1,
+            features=self.features,
+            deep_supervision=self.deep_supervision,
+        )
+
+    def infer(self) -> InferTask:
+        return UNetPlusPlusInferTask(
+            path=self.path,
+            network=self.network,
+            labels=self.labels,
+            roi_size=self.roi_size,
+            target_spacing=self.target_spacing,
+            intensity_range=self.intensity_range,
+            inference_mode=self.inference_mode,
+            pruning_depth=self.pruning_depth,
+            preload=strtobool(self.conf.get("preload", "false")),
+        )
+
+    def trainer(self) -> TrainTask:
+        pretrained, published = self.path
+        return UNetPlusPlusTrainTask(
+            model_dir=os.path.join(self.model_dir, self.name),
+            network=self.network,
+            labels=self.labels,
+            roi_size=self.roi_size,
+            target_spacing=self.target_spacing,
+            intensity_range=self.intensity_range,
+            load_path=published if os.path.exists(published) else pretrained,
+            publish_path=published,
+        )

@@ -1,0 +1,142 @@
+# Copyright (c) monai-unetpp contributors
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""MONAI Label infer task for a UNet++ segmentation model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from monai.inferers import Inferer
+from monai.transforms import (
+    AsDiscreted,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapLabelValued,
+    Orientationd,
+    SqueezeDimd,
+)
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from ..inferers import UNetPlusPlusInferer
+from ..networks.unetplusplus import INFERENCE_MODES, UNetPlusPlus
+from .transforms import PathSafeSpacingd, scale_intensity
+
+__all__ = ["UNetPlusPlusInferTask"]
+
+
+def _request_value(data: dict | None, key: str, default: Any) -> Any:
+    """A request option. MONAI Label fills options the request leaves out with the task's config, where a list
+    offers choices to the viewer and its first item is the default."""
+    value = data.get(key, default) if data else default
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+class UNetPlusPlusInferTask(BasicInferTask):
+    """Automatic segmentation with a UNet++ behind a MONAI Label server.
+
+    Pre-processing: load, channel first, RAS orientation, resampling to ``target_spacing``, intensity scaling.
+    The logits of :py:class:`monai_unetpp.UNetPlusPlusInferer` are resampled back onto the image's own grid by
+    inverting the spatial pre-transforms, then reduced to a label map whose voxels hold the ``labels`` values, so
+    the result has the image's shape and affine.
+
+    Two options appear in the viewer's options panel and may be sent with a request: ``inference_mode`` (``"final"``,
+    the paper's fast mode, or ``"mean"`` of the deep-supervision heads) and ``pruning_depth`` (UNet++ L_k: the
+    smaller ``k``, the faster; needs a network trained with deep supervision).
+
+    Args:
+        path: model file(s); the last existing one is loaded (MONAI Label reloads it when it changes).
+        network: the ``UNetPlusPlus`` whose ``state_dict`` the model file holds (key ``"model"`` or top level).
+        labels: label name -> voxel value, background (0) excluded; output channel ``n`` is the ``n``-th value.
+        roi_size: sliding-window size. Defaults to (96, 96, 96).
+        target_spacing: voxel size the network works at. Defaults to (1.0, 1.0, 1.0).
+        intensity_range: ``(a_min, a_max)`` window scaled to [0, 1], or None for z-score normalisation.
+        inference_mode: default ``"final"`` or ``"mean"``. Defaults to ``"final"``.
+        pruning_depth: default pruning depth, or None for the full depth.
+        sw_batch_size: windows per forward pass. Defaults to 1.
+        overlap: sliding-window overlap. Defaults to 0.25.
+        description: text shown by the viewer.
+        kwargs: further ``BasicInferTask`` arguments (``preload``, ``load_strict`` ...).
+    """
+
+    def __init__(
+        self,
+        path: str | Sequence[str],
+        network: UNetPlusPlus,
+        labels: dict[str, int],
+        roi_size: Sequence[int] = (96, 96, 96),
+        target_spacing: Sequence[float] = (1.0, 1.0, 1.0),
+        intensity_range: Sequence[float] | None = None,
+        inference_mode: str = "final",
+        pruning_depth: int | None = None,
+        sw_batch_size: int = 1,
+        overlap: float = 0.25,
+        description: str = "UNet++ automatic segmentation",
+        **kwargs: Any,
+    ) -> None:
+        if inference_mode not in INFERENCE_MODES:
+            raise ValueError(f"inference_mode must be one of {INFERENCE_MODES}, got {inference_mode!r}.")
+        if len(roi_size) != network.spatial_dims or len(target_spacing) != network.spatial_dims:
+            raise ValueError(
+                f"roi_size {tuple(roi_size)} and target_spacing {tuple(target_spacing)} need one value per spatial "
+                f"dimension of the network ({network.spatial_dims})."
+            )
+        depths = list(range(network.depth, 0, -1)) if network.deep_supervision else [network.depth]
+        default_depth = network.depth if pruning_depth is None else int(pruning_depth)
+        if default_depth not in depths:
+            raise ValueError(f"pruning_depth must be one of {depths} for this network, got {pruning_depth}.")
+        modes = [inference_mode] + [m for m in INFERENCE_MODES if m != inference_mode and network.deep_supervision]
+        super().__init__(
+            path=path,
+            network=network,
+            type=InferType.SEGMENTATION,
+            labels=labels,
+            dimension=network.spatial_dims,
+            description=description,
+            roi_size=tuple(roi_size),
+            config={
+                "inference_mode": modes,
+                "pruning_depth": [default_depth] + [d for d in depths if d != default_depth],
+            },
+            **kwargs,
+        )
+        self.target_spacing = tuple(float(s) for s in target_spacing)
+        self.intensity_range = intensity_range
+        self.sw_batch_size = sw_batch_size
+        self.overlap = overlap
+
+    def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
+        return [
+            LoadImaged(keys="image"),
+            EnsureTyped(keys="image", device=data.get("device") if data else None),
+            EnsureChannelFirstd(keys="image"),
+            Orientationd(keys="image", axcodes="RAS"),
+            PathSafeSpacingd(keys="image", pixdim=self.target_spacing, mode="bilinear"),
+            scale_intensity(self.intensity_range),
+        ]
+
+    def inferer(self, data: dict | None = None) -> Inferer:
+        return UNetPlusPlusInferer(
+            roi_size=self.roi_size,
+            sw_batch_size=int(_request_value(data, "sw_batch_size", self.sw_batch_size)),
+            overlap=float(_request_value(data, "sw_overlap", self.overlap)),
+            mode=str(_request_value(data, "inference_mode", self.config()["inference_mode"])),
+            depth=int(_request_value(data, "pruning_depth", self.config()["pruning_depth"])),
+        )
+
+    def inverse_transforms(self, data: dict | None = None) -> Sequence[Callable]:
+        # An empty list asks MONAI Label to invert every invertible pre-transform (orientation and spacing), on
+        # the logits: they are interpolated back to the image's grid before the argmax.
+        return []
+
+    def post_transforms(self, data: dict | None = None) -> Sequence[Callable]:
+        values = sorted(self.labels.values())
+        return [
+            AsDiscreted(keys="pred", argmax=True),
+            MapLabelValued(keys="pred", orig_labels=range(len(values) + 1), target_labels=[0, *values]),
+            SqueezeDimd(keys="pred", dim=0),
+            EnsureTyped(keys="pred", dtype=torch.uint8 if max(values) < 256 else torch.int16, device="cpu"),
+        ]

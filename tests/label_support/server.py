@@ -1,0 +1,215 @@
+"""A real MONAI Label server for tests: the label venv, synthetic studies, start/stop by process group, HTTP calls.
+
+The tests run in the system python; the server runs in the MONAI Label virtual environment made by
+``scripts/setup_label_env.sh`` (``MONAI_UNETPP_LABEL_VENV``, default ``~/.cache/monai-unetpp/label-venv``) and
+imports ``monai_unetpp`` from this checkout. It listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SETUP_COMMAND = "bash scripts/setup_label_env.sh"
+# A flipped x axis and anisotropic voxels, so that a result on the wrong grid cannot pass for the image's.
+AFFINE = np.array([[-1.2, 0.0, 0.0, 10.0], [0.0, 1.2, 0.0, -5.0], [0.0, 0.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def label_venv() -> Path:
+    """The MONAI Label environment; fails (never skips) with the command that creates it when it is missing."""
+    venv = Path(os.environ.get("MONAI_UNETPP_LABEL_VENV", Path.home() / ".cache" / "monai-unetpp" / "label-venv"))
+    if not (venv / "bin" / "python").is_file() or not (venv / ".monai-unetpp-label-spec").is_file():
+        pytest.fail(
+            f"MONAI Label environment {venv} is missing or incomplete; create it with `{SETUP_COMMAND}` "
+            "(or point MONAI_UNETPP_LABEL_VENV at one)."
+        )
+    return venv
+
+
+def venv_python() -> str:
+    return str(label_venv() / "bin" / "python")
+
+
+def server_env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["MONAI_LABEL_SESSION_PATH"] = str(tmp / "sessions")
+    # One thread per process: the server and its training subprocess share two cores with the test run, and
+    # OpenMP threads spinning against each other make tiny convolutions many times slower.
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def make_studies(root: Path, labels: dict[str, int], count: int = 4, labelled: int = 3, side: int = 32) -> Path:
+    """``count`` NIfTI volumes ``img<i>.nii.gz`` with one bright sphere per label; the first ``labelled`` have
+    their label map in ``labels/final`` (the MONAI Label datastore layout)."""
+    rng = np.random.default_rng(0)
+    (root / "labels" / "final").mkdir(parents=True)
+    grid = np.indices((side, side, side))
+    for i in range(count):
+        image = rng.normal(0.0, 1.0, (side,) * 3).astype(np.float32)
+        label = np.zeros((side,) * 3, np.uint8)
+        for value in labels.values():
+            centre = rng.integers(8, side - 8, size=3).reshape(3, 1, 1, 1)
+            sphere = ((grid - centre) ** 2).sum(0) < 25
+            image[sphere] += 3.0
+            label[sphere] = value
+        nib.save(nib.Nifti1Image(image, AFFINE), root / f"img{i}.nii.gz")
+        if i < labelled:
+            nib.save(nib.Nifti1Image(label, AFFINE), root / "labels" / "final" / f"img{i}.nii.gz")
+    return root
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MonaiLabelServer:
+    """HTTP access to a started server, and its log."""
+
+    def __init__(self, process: subprocess.Popen, port: int, log: Path) -> None:
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def request(
+        self, method: str, path: str, body: dict | None = None, timeout: float = 120.0
+    ) -> tuple[int, bytes, dict[str, str]]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                return response.status, response.read(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), dict(error.headers)
+
+    def json(self, method: str, path: str, body: dict | None = None, timeout: float = 120.0) -> dict:
+        status, content, _ = self.request(method, path, body, timeout)
+        assert status == 200, f"{method} {path} -> {status}: {content[:2000]!r}\n{self.log_tail()}"
+        return json.loads(content)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "server log (end):\n" + "\n".join(self.log_text().splitlines()[-lines:])
+
+    def infer(self, model: str, image: str, out: Path, params: dict | None = None) -> Path:
+        """POST /infer/<model>?image=<id>&output=image; writes the returned label volume to ``out``."""
+        path = f"/infer/{model}?image={image}&output=image"
+        if params:
+            # MONAI Label reads options from the ``params`` form field of a multipart body.
+            boundary = "monai-unetpp-test"
+            body = (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{json.dumps(params)}\r\n'
+                f"--{boundary}--\r\n"
+            ).encode()
+            req = urllib.request.Request(self.url + path, data=body, method="POST")
+            req.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+        else:
+            req = urllib.request.Request(self.url + path, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=300) as response:
+                out.write_bytes(response.read())
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"infer {model} {image} -> {error.code}: {error.read()[:2000]!r}\n{self.log_tail()}")
+        return out
+
+    def train(self, model: str, params: dict, timeout: float = 600.0) -> dict:
+        """POST /train/<model> and wait for the task to end; returns the task (``status`` DONE or ERROR)."""
+        task = self.json("POST", f"/train/{model}", params)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.json("GET", "/train/")
+            if state["id"] == task["id"] and state["status"] not in ("SUBMITTED", "RUNNING"):
+                return state
+            time.sleep(2.0)
+        raise AssertionError(f"training {model} did not end within {timeout} s\n{self.log_tail()}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop the server's whole process group (uvicorn, and a training subprocess if one runs)."""
+    if process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextmanager
+def running_server(
+    app: Path, studies: Path, conf: dict[str, str], tmp: Path, startup_timeout: float = 240.0
+) -> Iterator[MonaiLabelServer]:
+    """``monailabel start_server`` from the label venv on 127.0.0.1:<free port>; always stopped on exit."""
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    command: list[str] = [venv_python(), "-m", "monailabel.main", "start_server", "--app", str(app)]
+    command += ["--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
+    for key, value in conf.items():
+        command += ["--conf", key, value]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=server_env(tmp), cwd=tmp, start_new_session=True
+        )
+    server = MonaiLabelServer(process, port, log)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the server exited with {process.returncode} at start\n{server.log_tail(120)}")
+            try:
+                if server.request("GET", "/info/", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not answer within {startup_timeout} s\n{server.log_tail()}")
+            time.sleep(1.0)
+        yield server
+    finally:
+        _stop(process)
+
+
+def run_in_venv(args: Sequence[str], tmp: Path) -> str:
+    """Run ``python <args>`` in the label venv; returns stdout, fails with the output on a non-zero exit."""
+    result = subprocess.run(
+        [venv_python(), *args], env=server_env(tmp), cwd=tmp, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def assert_label_volume(result: Path, image: Path, values: Sequence[int]) -> np.ndarray:
+    """The result has the image's shape and affine and holds only background and the declared label values."""
+    label, reference = nib.load(result), nib.load(image)
+    assert label.shape == reference.shape, f"label shape {label.shape} != image shape {reference.shape}"
+    np.testing.assert_allclose(label.affine, reference.affine, atol=1e-4, err_msg="label affine != image affine")
+    data = np.asarray(label.dataobj)
+    found = set(np.unique(data).tolist())
+    assert found <= {0, *values}, f"label values {sorted(found)} outside background + declared {sorted(values)}"
+    return data

@@ -1,0 +1,99 @@
+"""A radiology app with the UNet++ config written by make_app, behind a real MONAI Label server.
+
+One server per module (start ~20 s); the tests run in file order: the infer tests see the untrained network,
+the last one trains and checks that inference then loads the published model.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from label_support.server import assert_label_volume, make_studies, run_in_venv, running_server
+
+from monai_unetpp import UNetPlusPlus
+
+MODEL = "segmentation_unetpp"
+# Non-consecutive values: the result must carry the declared values, not the network's channel indices.
+LABELS = {"cyst": 3, "tumor": 1}
+FEATURES = (4, 8, 16)
+
+
+@pytest.fixture(scope="module")
+def radiology(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("label_radiology")
+    studies = make_studies(tmp / "studies", LABELS)
+    app = tmp / "app"
+    run_in_venv(
+        ["-m", "monai_unetpp.label.make_app", str(app), "--labels", json.dumps(LABELS)]
+        + ["--features", ",".join(map(str, FEATURES)), "--roi-size", "32,32,32", "--target-spacing", "1.5,1.5,1.5"],
+        tmp,
+    )
+    with running_server(app, studies, {"models": MODEL, "sam2": "false"}, tmp) as server:
+        yield server, app, studies, tmp
+
+
+def test_info_lists_the_model_with_its_labels(radiology):
+    server, *_ = radiology
+    info = server.json("GET", "/info/")
+    model = info["models"][MODEL]
+    assert model["type"] == "segmentation"
+    assert model["labels"] == LABELS
+    assert model["config"]["inference_mode"] == ["final", "mean"]
+    assert model["config"]["pruning_depth"] == [2, 1]
+    assert info["trainers"][MODEL]["labels"] == LABELS
+    assert info["datastore"]["completed"] == 3
+
+
+def test_infer_returns_a_label_on_the_image_grid(radiology):
+    server, _, studies, tmp = radiology
+    result = server.infer(MODEL, "img3", tmp / "img3_seg.nii.gz")
+    assert_label_volume(result, studies / "img3.nii.gz", LABELS.values())
+
+
+def test_infer_options_from_the_viewer(radiology):
+    server, _, studies, tmp = radiology
+    mark = len(server.log_text())
+    result = server.infer(MODEL, "img1", tmp / "img1_mean.nii.gz", params={"inference_mode": "mean", "pruning_depth": 1})
+    assert_label_volume(result, studies / "img1.nii.gz", LABELS.values())
+    log = server.log_text()[mark:]
+    assert "UNetPlusPlusInferer" in log and "'head_mode': 'mean'" in log and "'depth': 1" in log, log[-3000:]
+
+
+def test_twenty_concurrent_infer_requests(radiology):
+    server, _, studies, tmp = radiology
+
+    def one(i: int):
+        image = f"img{i % 4}"
+        return image, server.infer(MODEL, image, tmp / f"concurrent_{i}.nii.gz")
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert len(results) == 20
+    for image, result in results:
+        assert_label_volume(result, studies / f"{image}.nii.gz", LABELS.values())
+
+
+def test_train_publishes_a_model_that_infer_then_loads(radiology):
+    server, app, studies, tmp = radiology
+    model_file = app / "model" / f"{MODEL}.pt"
+    before = model_file.read_bytes() if model_file.exists() else None
+
+    task = server.train(MODEL, {"max_epochs": 2, "num_samples": 1})
+    assert task["status"] == "DONE", "\n".join(task.get("details", []))
+    assert model_file.is_file() and model_file.read_bytes() != before
+
+    # the published checkpoint holds this model's network (ignite saves a lone object's state_dict unwrapped)
+    checkpoint = torch.load(model_file, map_location="cpu", weights_only=True)
+    state = checkpoint.get("model", checkpoint)
+    net = UNetPlusPlus(3, 1, len(LABELS) + 1, features=FEATURES, deep_supervision=True)
+    assert set(state) == set(net.state_dict())
+    stats = server.json("GET", "/info/")["train_stats"][MODEL]
+    assert stats["total_epochs"] == 2 and stats["epoch"] == 2
+
+    mark = len(server.log_text())
+    result = server.infer(MODEL, "img3", tmp / "img3_trained.nii.gz")
+    assert_label_volume(result, studies / "img3.nii.gz", LABELS.values())
+    assert f"Infer model path: {model_file}" in server.log_text()[mark:]
