@@ -56,7 +56,8 @@ def test_infer_returns_a_label_on_the_image_grid(radiology):
 def test_infer_options_from_the_viewer(radiology):
     server, _, studies, tmp = radiology
     mark = len(server.log_text())
-    result = server.infer(MODEL, "img1", tmp / "img1_mean.nii.gz", params={"inference_mode": "mean", "pruning_depth": 1})
+    options = {"inference_mode": "mean", "pruning_depth": 1}
+    result = server.infer(MODEL, "img1", tmp / "img1_mean.nii.gz", params=options)
     assert_label_volume(result, studies / "img1.nii.gz", LABELS.values())
     log = server.log_text()[mark:]
     assert "UNetPlusPlusInferer" in log and "'head_mode': 'mean'" in log and "'depth': 1" in log, log[-3000:]

@@ -130,7 +130,8 @@ class MonaiLabelServer:
             with urllib.request.urlopen(req, timeout=300) as response:
                 out.write_bytes(response.read())
         except urllib.error.HTTPError as error:
-            raise AssertionError(f"infer {model} {image} -> {error.code}: {error.read()[:2000]!r}\n{self.log_tail()}")
+            detail = error.read()[:2000]
+            raise AssertionError(f"infer {model} {image} -> {error.code}: {detail!r}\n{self.log_tail()}") from None
         return out
 
     def train(self, model: str, params: dict, timeout: float = 600.0) -> dict:
