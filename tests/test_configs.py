@@ -1,0 +1,103 @@
+"""The reusable config fragments in configs/, each layered on a bundle config, instantiated and run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.inferers import SlidingWindowInferer
+
+from monai_unetpp import UNetPlusPlus
+
+REPO = Path(__file__).parents[1]
+FRAGMENTS = REPO / "configs"
+BUNDLE_3D = REPO / "bundles" / "unetpp_3d_segmentation" / "configs"
+BUNDLE_2D = REPO / "bundles" / "unetpp_2d_segmentation" / "configs"
+
+
+def layered(config: Path, fragment: str, **overrides) -> ConfigParser:
+    """What ``--config_file "['<config>','configs/<fragment>']"`` plus command-line overrides give."""
+    pytest.importorskip("yaml")
+    parser = ConfigParser()
+    parser.read_config([str(config), str(FRAGMENTS / fragment)])
+    parser.update(overrides)
+    return parser
+
+
+def write_nifti(path: Path, array: np.ndarray, spacing: tuple[float, ...]) -> str:
+    nib.save(nib.Nifti1Image(array.astype(np.float32), np.diag([*spacing, 1.0])), path)
+    return str(path)
+
+
+def test_paper_2d_is_the_paper_preset_and_its_loss(tmp_path):
+    parser = layered(BUNDLE_2D / "train.json", "paper_2d.yaml", bundle_root=str(tmp_path))
+    net = parser.get_parsed_content("network_def")
+    paper = UNetPlusPlus.from_preset("paper", spatial_dims=2, in_channels=1, out_channels=3)
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in paper.state_dict().items()}
+    paper.load_state_dict(net.state_dict())
+    x = torch.randn(2, 1, 16, 16)
+    net.eval(), paper.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), paper(x))  # same modules in the same order: the same function
+
+    loss = parser.get_parsed_content("loss")
+    assert loss.get_weights(4) == [1.0, 1.0, 1.0, 1.0]
+    assert (loss.loss.lambda_dice, loss.loss.lambda_ce) == (1.0, 0.5)
+    net.train()
+    value = loss(net(x), torch.randint(0, 3, (2, 1, 16, 16)))
+    value.backward()
+    assert torch.isfinite(value) and net.heads[0].weight.grad is not None
+
+
+def test_fast_inference_runs_the_pruned_network(tmp_path):
+    parser = layered(
+        BUNDLE_3D / "inference.json",
+        "fast_inference.yaml",
+        bundle_root=str(tmp_path),
+        features=[4, 8, 16, 32],
+        patch_size=[16, 16, 16],
+    )
+    net = parser.get_parsed_content("network_def").eval()
+    inferer = parser.get_parsed_content("inferer")
+    assert (inferer.depth, inferer.head_mode, inferer.overlap) == (2, "final", 0.125)
+    deepest_runs = []
+    net.encoder[3].register_forward_hook(lambda *args: deepest_runs.append(1))
+    x = torch.randn(1, 1, 24, 24, 24)
+    with torch.no_grad():
+        fast = inferer(x, net)
+        assert not deepest_runs  # the fourth encoder level never ran
+        reference = SlidingWindowInferer(parser.get_parsed_content("patch_size"), 4, overlap=0.125)(x, net.pruned(2))
+    torch.testing.assert_close(fast, reference)
+
+
+def test_ct_windows_hounsfield_units_and_resamples(tmp_path):
+    hu = np.linspace(-1000, 1000, 40 * 40 * 12).reshape(40, 40, 12)
+    image = write_nifti(tmp_path / "ct.nii.gz", hu, (0.75, 0.75, 3.0))
+    parser = layered(BUNDLE_3D / "inference.json", "ct.yaml", bundle_root=str(tmp_path))
+    out = parser.get_parsed_content("preprocessing")({"image": image})["image"]
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0  # clipped window
+    inside = (hu > -175) & (hu < 250)
+    assert 0 < inside.mean() < 1 and out.pixdim.tolist() == pytest.approx([1.5, 1.5, 2.0])
+    assert out.shape[1:] == (20, 20, 18)  # 30 x 30 x 36 mm on a 1.5 x 1.5 x 2.0 mm grid
+
+
+def test_mri_normalises_each_channel_over_the_foreground(tmp_path):
+    rng = np.random.default_rng(0)
+    channels = []
+    for scale in (100.0, 3000.0):
+        volume = np.zeros((24, 24, 24))
+        volume[4:20, 4:20, 4:20] = rng.normal(scale, scale / 10, (16, 16, 16))
+        channels.append(write_nifti(tmp_path / f"t{len(channels)}.nii.gz", volume, (1.0, 1.0, 1.0)))
+    parser = layered(BUNDLE_3D / "train.json", "mri.yaml", bundle_root=str(tmp_path), in_channels=2)
+    assert parser.get_parsed_content("network_def").in_channels == 2
+    out = parser.get_parsed_content("validate::preprocessing")({"image": channels})["image"]
+    assert out.shape[0] == 2 and out.pixdim.tolist() == pytest.approx([1.0, 1.0, 1.0])
+    for channel in out:
+        foreground = channel[4:20, 4:20, 4:20]
+        assert float(foreground.mean()) == pytest.approx(0.0, abs=1e-4)
+        assert float(foreground.std()) == pytest.approx(1.0, abs=1e-2)
+        assert float(channel[:4].abs().max()) == 0.0  # background stays 0
