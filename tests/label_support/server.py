@@ -48,6 +48,7 @@ def server_env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["MONAI_LABEL_SESSION_PATH"] = str(tmp / "sessions")
+    env["PYTHONUNBUFFERED"] = "1"  # the log is read by the tests while the server runs
     # One thread per process: the server and its training subprocess share two cores with the test run, and
     # OpenMP threads spinning against each other make tiny convolutions many times slower.
     env["OMP_NUM_THREADS"] = "1"

@@ -1,0 +1,118 @@
+"""MONAI Label's stock monaibundle app serving bundles/unetpp_3d_segmentation, behind a real MONAI Label server.
+
+The bundle is copied as shipped into the app's model folder; only its size settings are made tiny for a CPU test,
+and models/model.pt (which training normally produces) is written from the bundle's own ``network_def``.
+One server per module; the tests run in file order and the last one trains.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from label_support.server import REPO, assert_label_volume, make_studies, run_in_venv, running_server
+from monai.bundle import ConfigParser
+
+BUNDLE = "unetpp_3d_segmentation"
+LABELS = {"organ": 1, "lesion": 2}
+# Size settings of train.json and inference.json, made tiny; every one must exist in the bundle.
+TINY = {
+    "features": [4, 8, 16],
+    "patch_size": [32, 32, 32],
+    "spacing": [1.5, 1.5, 1.5],
+    "num_workers": 0,
+    "sw_batch_size": 1,
+    "progress_bar": False,
+}
+
+
+# What MONAI Label needs from the bundle and bundles/unetpp_3d_segmentation does not provide yet.
+NEEDS_INFERENCE = pytest.mark.xfail(
+    strict=True,
+    reason="inference.json must load only 'image' (MONAI Label's LoadImageTensord has no allow_missing_keys) and "
+    "resample with monai_unetpp.label.PathSafeSpacingd (Spacingd of MONAI >= 1.6 fails on MONAI Label's image_path)",
+)
+NEEDS_SHORT_RUNS = pytest.mark.xfail(
+    strict=True,
+    reason="as NEEDS_INFERENCE, and train.json must validate (and so write models/model.pt) within a run of "
+    "max_epochs set by MONAI Label, e.g. val_interval = $min(5, @train::trainer::max_epochs)",
+)
+
+
+def tiny_bundle(bundle) -> None:
+    for name in ("train.json", "inference.json"):
+        path = bundle / "configs" / name
+        config = json.loads(path.read_text())
+        missing = sorted(set(TINY) - set(config))
+        assert not missing, f"{name} no longer has the settings {missing}"
+        config.update(TINY)
+        path.write_text(json.dumps(config, indent=4))
+    parser = ConfigParser()
+    parser.read_config(bundle / "configs" / "inference.json")
+    (bundle / "models").mkdir(exist_ok=True)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def monaibundle(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("label_bundle")
+    studies = make_studies(tmp / "studies", LABELS)
+    run_in_venv(["-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", "apps"], tmp)
+    app = tmp / "apps" / "monaibundle"
+    bundle = app / "model" / BUNDLE
+    shutil.copytree(REPO / "bundles" / BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "eval", "runs", "data"))
+    tiny_bundle(bundle)
+    conf = {"models": BUNDLE, "zoo_source": "ngc", "sam2": "false"}
+    with running_server(app, studies, conf, tmp) as server:
+        yield server, bundle, studies, tmp
+
+
+def test_info_lists_the_bundle_with_its_labels(monaibundle):
+    server, *_ = monaibundle
+    info = server.json("GET", "/info/")
+    model = info["models"][BUNDLE]
+    assert model["type"] == "segmentation"
+    assert model["labels"] == LABELS
+    assert BUNDLE in info["trainers"]
+
+
+@NEEDS_INFERENCE
+def test_infer_returns_a_label_on_the_image_grid(monaibundle):
+    server, _, studies, tmp = monaibundle
+    result = server.infer(BUNDLE, "img3", tmp / "img3_seg.nii.gz")
+    assert_label_volume(result, studies / "img3.nii.gz", LABELS.values())
+
+
+@NEEDS_INFERENCE
+def test_twenty_concurrent_infer_requests(monaibundle):
+    server, _, studies, tmp = monaibundle
+
+    def one(i: int):
+        image = f"img{i % 4}"
+        return image, server.infer(BUNDLE, image, tmp / f"concurrent_{i}.nii.gz")
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert len(results) == 20
+    for image, result in results:
+        assert_label_volume(result, studies / f"{image}.nii.gz", LABELS.values())
+
+
+@NEEDS_SHORT_RUNS
+def test_train_updates_the_model_that_infer_then_loads(monaibundle):
+    server, bundle, studies, tmp = monaibundle
+    model_file = bundle / "models" / "model.pt"
+    before = model_file.read_bytes()
+
+    task = server.train(BUNDLE, {"max_epochs": 2})
+    assert task["status"] == "DONE", "\n".join(task.get("details", []))
+    assert model_file.read_bytes() != before, "a 2-epoch run from MONAI Label left models/model.pt unchanged"
+
+    mark = len(server.log_text())
+    result = server.infer(BUNDLE, "img3", tmp / "img3_trained.nii.gz")
+    assert_label_volume(result, studies / "img3.nii.gz", LABELS.values())
+    log = server.log_text()[mark:]
+    assert f"Infer model path: {model_file}" in log and "Reload model from cache" in log, log[-3000:]
