@@ -272,3 +272,14 @@ def test_bad_input_names_expected_and_got(shape, match):
         net(torch.zeros(shape))
     assert net.shape_factor() == 8
     assert net.is_valid_shape((8, 9)) and not net.is_valid_shape((7, 9)) and not net.is_valid_shape((8, 8, 8))
+
+
+def test_metatensor_input_from_monai_pipelines():
+    from monai.data import MetaTensor
+
+    net = tiny_net(3, depth=2)
+    x = MetaTensor(seeded_input(1, 1, 16, 17, 16), affine=torch.eye(4))
+    assert len(net.train()(x)) == 2
+    with torch.no_grad():
+        for k in (1, 2):
+            assert net.eval()(x, depth=k, mode="mean").shape == (1, 3, 16, 17, 16)
