@@ -1,5 +1,6 @@
 """UNet++ for MONAI: the nested U-Net with deep supervision and real pruned inference."""
 
+from . import data
 from .inferers import UNetPlusPlusInferer, unwrap_network
 from .losses import DeepSupervisionDiceCELoss
 from .networks import INFERENCE_MODES, PRESETS, UNetPlusPlus, UnetPlusPlus, UNetPP, unetplusplus
@@ -20,6 +21,7 @@ __all__ = [
     "UNetPlusPlusInferer",
     "UnetPlusPlus",
     "__version__",
+    "data",
     "unetplusplus",
     "unwrap_network",
 ]
