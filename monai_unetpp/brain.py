@@ -1,0 +1,247 @@
+# Copyright (c) monai-unetpp contributors
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Brain-tissue segmentation data from the MNI152 template that nilearn ships, and the synthetic variation that
+turns its one (average) subject into a training and evaluation set.
+
+The MNI152 2009 T1 template, its grey- and white-matter probability maps and its brain mask are files inside the
+nilearn wheel (``pip install monai-unetpp[brain]``); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    Rand3DElasticd,
+    RandAdjustContrastd,
+    RandBiasFieldd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandSimulateLowResolutiond,
+)
+
+__all__ = [
+    "TISSUE_CLASSES",
+    "load_mni152_tissues",
+    "prepare_mni152_dataset",
+    "synthetic_variation",
+    "tissue_labels",
+]
+
+#: Class names by label index.
+TISSUE_CLASSES = ("background", "CSF", "grey matter", "white matter")
+RESOLUTIONS = (1, 2)
+#: Seeds of the validation and test variants; training draws come from the training run's own random state.
+VARIANT_SEEDS = {"validation": 1_000_003, "test": 2_000_003}
+
+
+def tissue_labels(gm: np.ndarray, wm: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Hard tissue labels from probability maps: the most probable of CSF, grey and white matter inside the mask.
+
+    Inside the brain mask (``mask > 0.5``) the CSF probability is what grey and white matter leave,
+    ``max(0, 1 - p_GM - p_WM)``, and each voxel takes the class of the largest of ``(p_CSF, p_GM, p_WM)`` (ties go to
+    the earlier class); outside the mask it is background. So a voxel is CSF exactly when neither tissue reaches
+    the probability left to CSF, e.g. wherever ``p_GM + p_WM < 1/2``.
+
+    Args:
+        gm: grey-matter probability map.
+        wm: white-matter probability map, same shape.
+        mask: brain mask, same shape.
+
+    Returns:
+        ``uint8`` labels: 0 background, 1 CSF, 2 grey matter, 3 white matter (:data:`TISSUE_CLASSES`).
+    """
+    if not gm.shape == wm.shape == mask.shape:
+        raise ValueError(f"gm, wm and mask must have one shape, got {gm.shape}, {wm.shape} and {mask.shape}.")
+    gm, wm = np.clip(gm, 0.0, 1.0), np.clip(wm, 0.0, 1.0)
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    labels = (np.argmax(np.stack([csf, gm, wm]), axis=0) + 1).astype(np.uint8)
+    labels[mask <= 0.5] = 0
+    return labels
+
+
+def load_mni152_tissues(resolution: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The MNI152 2009 T1 template masked to the brain, its :func:`tissue_labels` and its affine.
+
+    Args:
+        resolution: voxel size in mm, 1 (197 x 233 x 189) or 2 (99 x 117 x 95). Defaults to 2.
+
+    Returns:
+        ``(image, labels, affine)``: ``float32`` intensities in [0, 1] (zero outside the brain mask), ``uint8``
+        labels and the 4 x 4 RAS affine.
+    """
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be 1 or 2 (mm, the templates nilearn ships), got {resolution!r}.")
+    try:
+        from nilearn import datasets
+    except ImportError as error:
+        raise ImportError(
+            "the MNI152 brain-tissue data needs nilearn, which ships the templates: pip install 'monai-unetpp[brain]'"
+        ) from error
+    template = datasets.load_mni152_template(resolution=resolution)
+    mask = datasets.load_mni152_brain_mask(resolution=resolution).get_fdata()
+    gm = datasets.load_mni152_gm_template(resolution=resolution).get_fdata()
+    wm = datasets.load_mni152_wm_template(resolution=resolution).get_fdata()
+    image = np.clip(template.get_fdata(), 0.0, None) * (mask > 0.5)
+    return image.astype(np.float32), tissue_labels(gm, wm, mask), template.affine
+
+
+def synthetic_variation(
+    keys: tuple[str, str] = ("image", "label"), spatial_size: int | tuple[int, int, int] | None = None
+) -> Compose:
+    """Random MRI-like variation of a (image, label) pair: geometry, bias field, contrast, resolution and noise.
+
+    The same recipe makes the training draws (on patches, ``spatial_size`` = the patch) and the fixed validation
+    and test variants (whole volumes, ``spatial_size=None``), so that evaluation covers what training randomises:
+
+    - left-right flip (p 0.5);
+    - one resampling with rotation (up to 15 degrees per axis), scaling (+-12 %), shear (+-5 %) and elastic
+      deformation (smoothing sigma 6-9 voxels, magnitude up to 120), label nearest-neighbour;
+    - a multiplicative polynomial bias field (degree 3, coefficients up to 0.3, p 0.8);
+    - gamma 0.6-1.6 (p 0.8) and a global intensity scale of +-15 % (p 0.5);
+    - resolution loss: down- then up-sampling by a factor 0.5-1 (p 0.5);
+    - Gaussian noise of standard deviation up to 0.04 of the [0, 1] range (p 0.5).
+
+    Args:
+        keys: the image and label keys.
+        spatial_size: output size of the resampling; None keeps the input size.
+
+    Returns:
+        A ``Compose`` of MONAI dictionary transforms; seed it with ``set_random_state`` for reproducible draws.
+    """
+    image_key, label_key = keys
+    return Compose(
+        [
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+            Rand3DElasticd(
+                keys=keys,
+                sigma_range=(6.0, 9.0),
+                magnitude_range=(0.0, 120.0),
+                spatial_size=spatial_size,
+                prob=1.0,
+                rotate_range=(0.26, 0.26, 0.26),
+                shear_range=(0.05, 0.05, 0.05),
+                scale_range=(0.12, 0.12, 0.12),
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            RandBiasFieldd(keys=image_key, degree=3, coeff_range=(0.0, 0.3), prob=0.8),
+            RandAdjustContrastd(keys=image_key, gamma=(0.6, 1.6), prob=0.8),
+            RandScaleIntensityd(keys=image_key, factors=0.15, prob=0.5),
+            RandSimulateLowResolutiond(keys=image_key, zoom_range=(0.5, 1.0), prob=0.5),
+            RandGaussianNoised(keys=image_key, std=0.04, prob=0.5),
+        ]
+    )
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> str:
+    nib.save(nib.Nifti1Image(array, affine), path)
+    return f"./{path.parent.name}/{path.name}"
+
+
+def prepare_mni152_dataset(
+    dataset_dir: str | os.PathLike, resolution: int = 2, num_validation: int = 4, num_test: int = 4
+) -> str:
+    """Write the MNI152 brain-tissue dataset in the Medical Segmentation Decathlon layout, once.
+
+    ``imagesTr/mni152.nii.gz`` with ``labelsTr/mni152.nii.gz`` is the training case (training draws vary it at
+    random, see :func:`synthetic_variation`); ``num_validation`` and ``num_test`` whole-volume variants, made with
+    fixed seeds of their own, go to ``imagesTr``/``labelsTr`` (the ``validation`` list of ``dataset.json``) and
+    ``imagesTs``/``labelsTs`` (the ``test`` list). Labels: 0 background, 1 CSF, 2 grey matter, 3 white matter
+    (:func:`tissue_labels`). A folder that already holds this dataset is left as it is; the folder is written
+    under a temporary name and renamed, so concurrent callers (one per GPU) never see half a dataset.
+
+    Args:
+        dataset_dir: where to write; it must be missing, empty or a dataset this function wrote with the same
+            arguments.
+        resolution: 1 or 2 mm. Defaults to 2.
+        num_validation: number of validation variants. Defaults to 4.
+        num_test: number of test variants. Defaults to 4.
+
+    Returns:
+        ``dataset_dir`` as a string, for bundle configs such as
+        ``"$monai_unetpp.data.prepare_dataset(monai_unetpp.brain.prepare_mni152_dataset(@dataset_dir), ...)"``.
+    """
+    if num_validation < 1 or num_test < 0:
+        raise ValueError(f"need num_validation >= 1 and num_test >= 0, got {num_validation} and {num_test}.")
+    root = Path(dataset_dir).expanduser().absolute()
+    synthesis = {"resolution": resolution, "num_validation": num_validation, "num_test": num_test}
+    synthesis["seeds"] = VARIANT_SEEDS
+    description_file = root / "dataset.json"
+    if description_file.is_file():
+        found = json.loads(description_file.read_text()).get("synthesis")
+        if found != synthesis:
+            raise ValueError(
+                f"{root} holds an MNI152 tissue dataset made with {found}, not {synthesis}; "
+                "choose another dataset_dir or delete that folder to regenerate it."
+            )
+        return str(root)
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(f"dataset_dir {root} is not empty and has no dataset.json; point dataset_dir elsewhere.")
+
+    image, labels, affine = load_mni152_tissues(resolution)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; the dataset is meant to be shared like other outputs
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+            (staging / sub).mkdir()
+        training = [
+            {
+                "image": _save(image, affine, staging / "imagesTr" / "mni152.nii.gz"),
+                "label": _save(labels, affine, staging / "labelsTr" / "mni152.nii.gz"),
+            }
+        ]
+        lists: dict[str, list] = {"validation": [], "test": []}
+        source = {"image": torch.as_tensor(image)[None], "label": torch.as_tensor(labels)[None]}
+        for split, count in (("validation", num_validation), ("test", num_test)):
+            variation = synthetic_variation()
+            variation.set_random_state(seed=VARIANT_SEEDS[split])
+            folder = "Tr" if split == "validation" else "Ts"
+            for k in range(count):
+                out = variation(dict(source))
+                name = f"mni152_{split}_{k:03d}.nii.gz"
+                case_image = np.clip(np.asarray(out["image"][0]), 0.0, None).astype(np.float32)
+                case_label = np.asarray(out["label"][0]).round().astype(np.uint8)
+                lists[split].append(
+                    {
+                        "image": _save(case_image, affine, staging / f"images{folder}" / name),
+                        "label": _save(case_label, affine, staging / f"labels{folder}" / name),
+                    }
+                )
+        description = {
+            "name": f"MNI152Tissue{resolution}mm",
+            "description": "CSF, grey and white matter of the MNI152 2009 T1 template with synthetic variants",
+            "reference": "Fonov et al., NeuroImage 2011 (MNI ICBM 2009 template), as shipped by nilearn",
+            "licence": "see the MNI ICBM 2009 copyright notice in nilearn (free use with acknowledgement)",
+            "tensorImageSize": "3D",
+            "modality": {"0": "T1"},
+            "labels": {str(k): name for k, name in enumerate(TISSUE_CLASSES)},
+            "numTraining": 1 + num_validation,
+            "numTest": num_test,
+            "training": training,
+            "validation": lists["validation"],
+            "test": [case["image"] for case in lists["test"]],
+            "synthesis": synthesis,
+        }
+        (staging / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
+        if root.exists():
+            root.rmdir()  # empty, checked above
+        try:
+            staging.rename(root)
+        except OSError:
+            if not (root / "dataset.json").is_file():  # another process did not win the race: a real error
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return str(root)
