@@ -14,6 +14,7 @@ import torch
 from label_support.server import assert_label_volume, make_studies, run_in_venv, running_server
 
 from monai_unetpp import UNetPlusPlus
+from monai_unetpp.label.make_app import add_unetpp_config
 
 MODEL = "segmentation_unetpp"
 # Non-consecutive values: the result must carry the declared values, not the network's channel indices.
@@ -33,6 +34,17 @@ def radiology(tmp_path_factory):
     )
     with running_server(app, studies, {"models": MODEL, "sam2": "false"}, tmp) as server:
         yield server, app, studies, tmp
+
+
+def test_make_app_keeps_an_existing_config(radiology):
+    _, app, *_ = radiology
+    config = app / "lib" / "configs" / f"{MODEL}.py"
+    written = config.read_text()
+    assert "class SegmentationUnetpp(UNetPlusPlusSegmentation, TaskConfig):" in written
+    assert f"labels = {LABELS!r}" in written and f"features = {FEATURES!r}" in written
+    with pytest.raises(FileExistsError, match="--force"):
+        add_unetpp_config(app, labels={"other": 1})
+    assert config.read_text() == written
 
 
 def test_info_lists_the_model_with_its_labels(radiology):

@@ -102,7 +102,7 @@ def add_unetpp_config(
         raise FileNotFoundError(f"{app_dir} has no lib/configs package: it is not a radiology-style app.")
     target = configs / f"{name}.py"
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True (--force) to replace it.")
+        raise FileExistsError(f"{target} exists; pass overwrite=True (--force on the command line) to replace it.")
     target.write_text(
         CONFIG_TEMPLATE.format(
             name=name,
@@ -140,17 +140,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from .config import parse_labels
 
-    target = add_unetpp_config(
-        args.app_dir,
-        name=args.name,
-        labels=parse_labels(args.labels),
-        features=args.features,
-        deep_supervision=not args.no_deep_supervision,
-        roi_size=args.roi_size,
-        target_spacing=args.target_spacing,
-        intensity_range=args.intensity_range,
-        overwrite=args.force,
-    )
+    try:
+        target = add_unetpp_config(
+            args.app_dir,
+            name=args.name,
+            labels=parse_labels(args.labels),
+            features=args.features,
+            deep_supervision=not args.no_deep_supervision,
+            roi_size=args.roi_size,
+            target_spacing=args.target_spacing,
+            intensity_range=args.intensity_range,
+            overwrite=args.force,
+        )
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     print(f"wrote {target}")
     print(
         f"start: monailabel start_server --app {args.app_dir} --studies <images folder> "
