@@ -14,7 +14,13 @@ import torch
 from ignite.engine import Engine, Events
 
 from monai_unetpp import UNetPlusPlus
-from monai_unetpp.bundle import BestCheckpointSaver, ClassMetricsReport, TrainingStateCheckpoint, atomic_save
+from monai_unetpp.bundle import (
+    BestCheckpointSaver,
+    ClassMetricsReport,
+    TrainingStateCheckpoint,
+    atomic_save,
+    to_bool,
+)
 
 
 def tiny_net() -> UNetPlusPlus:
@@ -197,3 +203,17 @@ def test_class_metrics_report_names_classes_and_writes_csv(tmp_path, caplog):
     wrong = ClassMetricsReport(tmp_path, "val_mean_dice", ["background", "organ"])
     with pytest.raises(ValueError, match="2 classes but 1 class names"):
         wrong(engine)
+
+
+@pytest.mark.parametrize(
+    "value, expected", [(True, True), ("true", True), ("False", False), ("no", False), ("1", True), (0, False)]
+)
+def test_to_bool_reads_command_line_flags(value, expected):
+    assert to_bool(value) is expected
+
+
+def test_to_bool_rejects_other_values():
+    with pytest.raises(ValueError, match="resume must be true or false, got 'maybe'"):
+        to_bool("maybe", "resume")
+    with pytest.raises(ValueError, match="must be true or false"):
+        TrainingStateCheckpoint("models", {"network": tiny_net()}, resume="ture")

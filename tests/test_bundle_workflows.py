@@ -36,7 +36,7 @@ PATCH = {3: [16, 16, 16], 2: [16, 16]}
 class Bundle:
     """A bundle folder with its outputs under ``root``."""
 
-    def __init__(self, spatial_dims: int, root: Path, progress_bar: bool) -> None:
+    def __init__(self, spatial_dims: int, root: Path, progress_bar: bool | str) -> None:
         self.spatial_dims = spatial_dims
         self.configs = BUNDLES / f"unetpp_{spatial_dims}d_segmentation" / "configs"
         self.root = root
@@ -70,7 +70,8 @@ class Bundle:
 def trained(request, tmp_path_factory) -> Bundle:
     """A bundle trained for one epoch on a tiny demo set (3 cases of 32 voxels a side: 2 train, 1 validation)."""
     dims = request.param
-    bundle = Bundle(dims, tmp_path_factory.mktemp(f"bundle{dims}d"), progress_bar=dims == 3)
+    # the 2D run gets the flag as the command line passes it: a string
+    bundle = Bundle(dims, tmp_path_factory.mktemp(f"bundle{dims}d"), progress_bar=True if dims == 3 else "false")
     make_demo_dataset(bundle.root / "data", spatial_dims=dims, num_cases=3, num_test=1, shape=(32,) * dims)
     workflow = bundle.workflow(["train.json"], "train")
     assert workflow.check_properties() == []
@@ -91,7 +92,7 @@ def test_train_writes_an_atomic_plain_state_dict_logs_and_a_training_state(train
 
 
 def test_resume_continues_from_the_last_epoch(trained):
-    workflow = trained.workflow(["train.json"], "train", resume=True, epochs=2)
+    workflow = trained.workflow(["train.json"], "train", resume="true", epochs=2)  # as `--resume true` gives it
     workflow.run()
     assert workflow.trainer.state.epoch == 2
     assert workflow.trainer.state.iteration == 4  # 2 from the first run, 2 from this one
@@ -123,14 +124,22 @@ def test_inference_writes_segmentations_in_the_image_space(trained):
 
 
 def test_inference_mode_and_depth_from_the_command_line(trained, tmp_path):
-    # the same keyword overrides as `python -m monai.bundle run ... --inference_depth 1 --inference_mode mean`
+    # the keyword overrides of `python -m monai.bundle run ... --inference_depth 1 --inference_mode mean
+    # --output_dir DIR --dataset#data "[{'image': PATH}]"`, on a training image this time
+    image = sorted((trained.root / "data" / "imagesTr").iterdir())[0]
     run(
         config_file=trained.files("inference.json"),
         meta_file=trained.files("metadata.json")[0],
         logging_file=trained.files("logging.conf")[0],
-        **{**trained.overrides, "inference_depth": 1, "inference_mode": "mean", "output_dir": str(tmp_path)},
+        **{
+            **trained.overrides,
+            "inference_depth": 1,
+            "inference_mode": "mean",
+            "output_dir": str(tmp_path),
+            "dataset#data": [{"image": str(image)}],
+        },
     )
-    assert len(list(tmp_path.glob("*_seg.nii.gz"))) == 1
+    assert [p.name for p in tmp_path.glob("*_seg.nii.gz")] == [image.name.replace(".nii.gz", "_seg.nii.gz")]
     parser = ConfigParser()
     parser.read_config(trained.files("inference.json"))
     parser.update({**trained.overrides, "inference_depth": 1, "inference_mode": "mean"})

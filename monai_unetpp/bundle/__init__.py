@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .checkpoint import BestCheckpointSaver, TrainingStateCheckpoint, atomic_save, collect_state
 from .handlers import ClassMetricsReport, ProgressBar
+from .utils import to_bool
 
 __all__ = [
     "BestCheckpointSaver",
@@ -14,4 +15,5 @@ __all__ = [
     "TrainingStateCheckpoint",
     "atomic_save",
     "collect_state",
+    "to_bool",
 ]

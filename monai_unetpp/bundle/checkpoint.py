@@ -23,6 +23,8 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
+from .utils import to_bool
+
 __all__ = ["atomic_save", "collect_state", "BestCheckpointSaver", "TrainingStateCheckpoint"]
 
 logger = logging.getLogger(__name__)
@@ -174,7 +176,8 @@ class TrainingStateCheckpoint:
         filename: file name. Defaults to ``"last.ckpt"``; the extension keeps it apart from the ``*.pt`` model
             files that tools such as MONAI Label offer as models.
         interval: epochs between saves. Defaults to 1.
-        resume: load the file when the trainer starts. Defaults to False.
+        resume: load the file when the trainer starts; ``"true"``/``"false"`` strings from the command line are
+            accepted. Defaults to False.
         engine_key: the key of the trainer's state in the file. Defaults to ``"trainer"``.
 
     Examples::
@@ -188,7 +191,7 @@ class TrainingStateCheckpoint:
         save_dict: Mapping[str, Any],
         filename: str = "last.ckpt",
         interval: int = 1,
-        resume: bool = False,
+        resume: bool | str = False,
         engine_key: str = "trainer",
     ) -> None:
         if not save_dict:
@@ -200,7 +203,7 @@ class TrainingStateCheckpoint:
         self.path = Path(save_dir) / filename
         self.save_dict = dict(save_dict)
         self.interval = interval
-        self.resume = resume
+        self.resume = to_bool(resume, "resume")
         self.engine_key = engine_key
 
     def attach(self, engine: Engine) -> None:

@@ -17,6 +17,8 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar as IgniteProgressBar
 
+from .utils import to_bool
+
 __all__ = ["ClassMetricsReport", "ProgressBar"]
 
 
@@ -30,6 +32,7 @@ class ProgressBar:
         output_keys: entries of ``engine.state.output`` to show (from its first item when the output is a list of
             per-sample dicts, as after decollation), e.g. ``"loss"``. Defaults to none.
         persist: keep each finished bar on screen. Defaults to False.
+        enabled: draw the bar; ``"true"``/``"false"`` strings from the command line are accepted. Defaults to True.
         bar_kwargs: further ``ignite.handlers.ProgressBar`` / ``tqdm`` arguments (``desc``, ``ncols`` ...).
 
     Examples::
@@ -38,8 +41,13 @@ class ProgressBar:
     """
 
     def __init__(
-        self, output_keys: Sequence[str] | str | None = None, persist: bool = False, **bar_kwargs: Any
+        self,
+        output_keys: Sequence[str] | str | None = None,
+        persist: bool = False,
+        enabled: bool | str = True,
+        **bar_kwargs: Any,
     ) -> None:
+        self.enabled = to_bool(enabled, "enabled")
         self.output_keys = [output_keys] if isinstance(output_keys, str) else list(output_keys or [])
         self.bar = IgniteProgressBar(persist=persist, **bar_kwargs)
 
@@ -48,7 +56,7 @@ class ProgressBar:
         return {key: float(first[key]) for key in self.output_keys}
 
     def attach(self, engine: Engine) -> None:
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if not self.enabled or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
             return
         self.bar.attach(engine, output_transform=self._show if self.output_keys else None)
 
