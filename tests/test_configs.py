@@ -21,7 +21,6 @@ BUNDLE_2D = REPO / "bundles" / "unetpp_2d_segmentation" / "configs"
 
 def layered(config: Path, fragment: str, **overrides) -> ConfigParser:
     """What ``--config_file "['<config>','configs/<fragment>']"`` plus command-line overrides give."""
-    pytest.importorskip("yaml")
     parser = ConfigParser()
     parser.read_config([str(config), str(FRAGMENTS / fragment)])
     parser.update(overrides)
