@@ -29,19 +29,6 @@ TINY = {
 }
 
 
-# What MONAI Label needs from the bundle and bundles/unetpp_3d_segmentation does not provide yet.
-NEEDS_INFERENCE = pytest.mark.xfail(
-    strict=True,
-    reason="inference.json must load only 'image' (MONAI Label's LoadImageTensord has no allow_missing_keys) and "
-    "resample with monai_unetpp.label.PathSafeSpacingd (Spacingd of MONAI >= 1.6 fails on MONAI Label's image_path)",
-)
-NEEDS_SHORT_RUNS = pytest.mark.xfail(
-    strict=True,
-    reason="as NEEDS_INFERENCE, and train.json must validate (and so write models/model.pt) within a run of "
-    "max_epochs set by MONAI Label, e.g. val_interval = $min(5, @train::trainer::max_epochs)",
-)
-
-
 def tiny_bundle(bundle) -> None:
     for name in ("train.json", "inference.json"):
         path = bundle / "configs" / name
@@ -79,14 +66,12 @@ def test_info_lists_the_bundle_with_its_labels(monaibundle):
     assert BUNDLE in info["trainers"]
 
 
-@NEEDS_INFERENCE
 def test_infer_returns_a_label_on_the_image_grid(monaibundle):
     server, _, studies, tmp = monaibundle
     result = server.infer(BUNDLE, "img3", tmp / "img3_seg.nii.gz")
     assert_label_volume(result, studies / "img3.nii.gz", LABELS.values())
 
 
-@NEEDS_INFERENCE
 def test_twenty_concurrent_infer_requests(monaibundle):
     server, _, studies, tmp = monaibundle
 
@@ -101,7 +86,6 @@ def test_twenty_concurrent_infer_requests(monaibundle):
         assert_label_volume(result, studies / f"{image}.nii.gz", LABELS.values())
 
 
-@NEEDS_SHORT_RUNS
 def test_train_updates_the_model_that_infer_then_loads(monaibundle):
     server, bundle, studies, tmp = monaibundle
     model_file = bundle / "models" / "model.pt"
