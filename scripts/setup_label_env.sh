@@ -20,7 +20,8 @@ SPEC="${TORCH_PAIR} ${MONAI_PIN}; $(grep '^label = ' "${REPO}/pyproject.toml")"
 STAMP="${VENV}/.monai-unetpp-label-spec"
 
 if [[ -f "${STAMP}" && "$(cat "${STAMP}")" == "${SPEC}" ]]; then
-    installed_from="$("${VENV}/bin/python" -c 'import monai_unetpp, pathlib; print(pathlib.Path(monai_unetpp.__file__).parents[1])' 2>/dev/null || true)"
+    # -I: neither the current folder nor PYTHONPATH may stand in for the installed package.
+    installed_from="$("${VENV}/bin/python" -I -c 'import importlib.util as u, pathlib as p; print(p.Path(u.find_spec("monai_unetpp").origin).parents[1])' 2>/dev/null || true)"
     if [[ "${installed_from}" != "${REPO}" ]]; then
         echo "label venv ${VENV}: pointing monai-unetpp at ${REPO}"
         "${VENV}/bin/pip" install --quiet --no-deps --no-build-isolation -e "${REPO}"
