@@ -38,14 +38,14 @@ __all__ = ["DEMO_SETTINGS", "find_bundle", "run_demo", "main"]
 
 DEMO_SETTINGS: dict[int, dict[str, Any]] = {
     3: {
-        "features": [16, 16, 32, 64],
-        "patch_size": [48, 48, 48],
+        "features": [8, 16, 32, 64],
+        "patch_size": [32, 32, 32],
         "batch_size": 2,
-        "num_samples": 2,
+        "num_samples": 4,
         "epochs": 40,
         "learning_rate": 0.003,
         "num_workers": 2,
-        "sw_batch_size": 2,
+        "sw_batch_size": 4,
     },
     2: {
         "features": [16, 32, 64, 128],
