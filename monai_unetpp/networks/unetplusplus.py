@@ -14,8 +14,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from monai.networks.blocks import Convolution, UpSample
+from monai.networks.blocks import UpSample
 from monai.networks.layers.factories import Conv, Pool
+
+from .blocks import ConvBlock
 
 __all__ = ["UNetPlusPlus", "UNetPP", "UnetPlusPlus", "unetplusplus", "INFERENCE_MODES", "PRESETS"]
 
@@ -38,36 +40,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class ConvBlock(nn.Sequential):
-    """Two ``Convolution`` layers (conv, norm, dropout, act): the paper's H(.) for every node."""
-
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        act: str | tuple | None,
-        norm: str | tuple | None,
-        dropout: float | tuple | None,
-        bias: bool,
-    ) -> None:
-        super().__init__()
-        for k, c_in in enumerate((in_channels, out_channels)):
-            conv = Convolution(
-                spatial_dims,
-                c_in,
-                out_channels,
-                kernel_size=kernel_size,
-                padding=kernel_size // 2,
-                act=act,
-                norm=norm,
-                dropout=dropout,
-                bias=bias,
-            )
-            self.add_module(f"conv_{k}", conv)
-
-
 class EncoderNode(nn.Module):
     """X^{i,0}: max-pooling (except at level 0) followed by a ``ConvBlock``.
 
@@ -81,7 +53,7 @@ class EncoderNode(nn.Module):
         self.block = ConvBlock(spatial_dims, in_channels, out_channels, **block_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(self.pool(x))
+        return self.block([self.pool(x)])
 
 
 class NestedNode(nn.Module):
@@ -118,7 +90,8 @@ class NestedNode(nn.Module):
         for d in range(2, up.dim()):
             if up.shape[d] != ref.shape[d]:
                 up = up.narrow(d, 0, ref.shape[d])
-        return self.block(torch.cat(same_level + [up], dim=1))
+        # the block's first convolution reads the parts in place of their concatenation
+        return self.block(same_level + [up])
 
 
 class UNetPlusPlus(nn.Module):
@@ -163,6 +136,8 @@ class UNetPlusPlus(nn.Module):
         kernel_size: odd kernel size of every node's convolutions. Defaults to 3.
         inference_mode: ``"final"`` or ``"mean"``, used when no list is returned. Defaults to ``"final"``.
         inference_depth: pruning depth ``k`` in ``1..depth`` used in eval mode, or None for the full depth.
+        checkpointing: recompute each node's convolutions in backward instead of keeping their activations
+            (``torch.utils.checkpoint``): less training memory for about a third more compute. Defaults to False.
 
     Examples::
 
@@ -195,6 +170,7 @@ class UNetPlusPlus(nn.Module):
         kernel_size: int = 3,
         inference_mode: str = "final",
         inference_depth: int | None = None,
+        checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims not in (1, 2, 3):
@@ -217,7 +193,14 @@ class UNetPlusPlus(nn.Module):
         self.depth = len(features) - 1
         self.deep_supervision = deep_supervision
 
-        block_args = {"kernel_size": kernel_size, "act": act, "norm": norm, "dropout": dropout, "bias": bias}
+        block_args = {
+            "kernel_size": kernel_size,
+            "act": act,
+            "norm": norm,
+            "dropout": dropout,
+            "bias": bias,
+            "checkpointing": checkpointing,
+        }
         self.encoder = nn.ModuleList(
             EncoderNode(spatial_dims, in_channels if i == 0 else features[i - 1], features[i], i > 0, **block_args)
             for i in range(self.depth + 1)
@@ -332,6 +315,11 @@ class UNetPlusPlus(nn.Module):
             for i, node in enumerate(column):
                 if i + j + 1 <= k:
                     levels[i].append(node(levels[i + 1][j], levels[i]))
+                    if i > 0 and i + j + 1 == k:
+                        # the level's last node: X^{i,0..j} have fed every node that reads them, and only the heads
+                        # read level 0; dropping them lowers the peak memory of an inference forward
+                        for m in range(j + 1):
+                            levels[i][m] = torch.empty(0, dtype=x.dtype, device=x.device)
 
         heads: list[torch.Tensor] = []
         for n, head in enumerate(self.heads):
