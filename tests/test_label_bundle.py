@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from label_support.server import REPO, assert_label_volume, make_studies, run_in_venv, running_server
+from label_support.server import REPO, assert_label_volume, corrected_label, make_studies, run_in_venv, running_server
 from monai.bundle import ConfigParser
 
 BUNDLE = "unetpp_3d_segmentation"
@@ -86,10 +86,15 @@ def test_twenty_concurrent_infer_requests(monaibundle):
         assert_label_volume(result, studies / f"{image}.nii.gz", LABELS.values())
 
 
-def test_train_updates_the_model_that_infer_then_loads(monaibundle):
+def test_corrected_label_then_train_updates_the_model_that_infer_then_loads(monaibundle):
     server, bundle, studies, tmp = monaibundle
     model_file = bundle / "models" / "model.pt"
     before = model_file.read_bytes()
+
+    # the annotator corrects the segmentation of the unlabelled image and submits it: one more training image
+    prediction = server.infer(BUNDLE, "img3", tmp / "img3_before_training.nii.gz")
+    server.submit_label("img3", corrected_label(prediction, tmp / "img3_corrected.nii.gz", value=2))
+    assert server.json("GET", "/info/")["datastore"]["completed"] == 4
 
     task = server.train(BUNDLE, {"max_epochs": 2})
     assert task["status"] == "DONE", "\n".join(task.get("details", []))

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from label_support.server import assert_label_volume, make_studies, run_in_venv, running_server
+from label_support.server import assert_label_volume, corrected_label, make_studies, run_in_venv, running_server
 
 from monai_unetpp import UNetPlusPlus
 from monai_unetpp.label.make_app import add_unetpp_config
@@ -89,10 +89,15 @@ def test_twenty_concurrent_infer_requests(radiology):
         assert_label_volume(result, studies / f"{image}.nii.gz", LABELS.values())
 
 
-def test_train_publishes_a_model_that_infer_then_loads(radiology):
+def test_corrected_label_then_train_publishes_a_model_that_infer_then_loads(radiology):
     server, app, studies, tmp = radiology
     model_file = app / "model" / f"{MODEL}.pt"
     before = model_file.read_bytes() if model_file.exists() else None
+
+    # the annotator corrects the segmentation of the unlabelled image and submits it: one more training image
+    prediction = server.infer(MODEL, "img3", tmp / "img3_before_training.nii.gz")
+    server.submit_label("img3", corrected_label(prediction, tmp / "img3_corrected.nii.gz", value=3))
+    assert server.json("GET", "/info/")["datastore"]["completed"] == 4
 
     task = server.train(MODEL, {"max_epochs": 2, "num_samples": 1})
     assert task["status"] == "DONE", "\n".join(task.get("details", []))

@@ -113,18 +113,28 @@ class MonaiLabelServer:
     def log_tail(self, lines: int = 60) -> str:
         return "server log (end):\n" + "\n".join(self.log_text().splitlines()[-lines:])
 
+    def _multipart(self, method: str, path: str, fields: dict[str, bytes | Path]) -> urllib.request.Request:
+        """A multipart/form-data request; a Path value is sent as a file upload of that file."""
+        boundary = "monai-unetpp-test-boundary"
+        body = b""
+        for name, value in fields.items():
+            disposition = f'form-data; name="{name}"'
+            if isinstance(value, Path):
+                disposition += f'; filename="{value.name}"'
+                value = value.read_bytes()
+            body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        req.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+        return req
+
     def infer(self, model: str, image: str, out: Path, params: dict | None = None) -> Path:
-        """POST /infer/<model>?image=<id>&output=image; writes the returned label volume to ``out``."""
+        """POST /infer/<model>?image=<id>&output=image; writes the returned label volume to ``out``.
+
+        ``params`` go in the ``params`` form field, where MONAI Label reads a request's options."""
         path = f"/infer/{model}?image={image}&output=image"
         if params:
-            # MONAI Label reads options from the ``params`` form field of a multipart body.
-            boundary = "monai-unetpp-test"
-            body = (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{json.dumps(params)}\r\n'
-                f"--{boundary}--\r\n"
-            ).encode()
-            req = urllib.request.Request(self.url + path, data=body, method="POST")
-            req.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+            req = self._multipart("POST", path, {"params": json.dumps(params).encode()})
         else:
             req = urllib.request.Request(self.url + path, method="POST")
         try:
@@ -134,6 +144,16 @@ class MonaiLabelServer:
             detail = error.read()[:2000]
             raise AssertionError(f"infer {model} {image} -> {error.code}: {detail!r}\n{self.log_tail()}") from None
         return out
+
+    def submit_label(self, image: str, label: Path) -> dict:
+        """PUT /datastore/label?image=<id>&tag=final: what a viewer's "Submit Label" sends."""
+        req = self._multipart("PUT", f"/datastore/label?image={image}&tag=final", {"label": label})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            detail = error.read()[:2000]
+            raise AssertionError(f"submit label {image} -> {error.code}: {detail!r}\n{self.log_tail()}") from None
 
     def train(self, model: str, params: dict, timeout: float = 600.0) -> dict:
         """POST /train/<model> and wait for the task to end; returns the task (``status`` DONE or ERROR)."""
@@ -204,6 +224,15 @@ def run_in_venv(args: Sequence[str], tmp: Path) -> str:
     )
     assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def corrected_label(prediction: Path, out: Path, value: int) -> Path:
+    """A user's correction of a prediction: a block painted with ``value``, saved on the prediction's grid."""
+    predicted = nib.load(prediction)
+    data = np.asarray(predicted.dataobj).astype(np.uint8)
+    data[8:16, 8:16, 8:16] = value
+    nib.save(nib.Nifti1Image(data, predicted.affine), out)
+    return out
 
 
 def assert_label_volume(result: Path, image: Path, values: Sequence[int]) -> np.ndarray:
