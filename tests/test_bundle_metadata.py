@@ -110,3 +110,15 @@ def test_2d_and_3d_bundles_differ_only_in_dimension_settings(bundle):
     train, other_train = load(bundle, "train.json"), load(other, "train.json")
     assert train.keys() == other_train.keys()
     assert train["validate"] == other_train["validate"]
+
+
+@pytest.mark.parametrize("max_epochs, interval", [(2, 2), (40, 5)])
+def test_schedule_follows_max_epochs_as_tools_set_it(max_epochs, interval):
+    # MONAI Label sets only train#trainer#max_epochs: validation (which writes model.pt) and the cosine schedule
+    # must follow it, so that even a 2-epoch run validates and decays the learning rate
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES[0] / "configs" / "train.json"))
+    parser["train::trainer::max_epochs"] = max_epochs
+    parser["features"] = [4, 8]
+    assert parser.get_parsed_content("val_interval") == interval
+    assert parser.get_parsed_content("lr_scheduler").T_max == max_epochs
