@@ -134,7 +134,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-deep-supervision", action="store_true", help="train the final head only")
     parser.add_argument("--roi-size", type=_numbers(int), default=(96, 96, 96), help="e.g. 96,96,96")
     parser.add_argument("--target-spacing", type=_numbers(float), default=(1.0, 1.0, 1.0), help="e.g. 1.5,1.5,2")
-    parser.add_argument("--intensity-range", type=_numbers(float), default=None, help="CT window, e.g. -57,164")
+    parser.add_argument(
+        "--intensity-range", type=_numbers(float), default=None, help="CT window: --intensity-range=-57,164"
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing config of that name")
     args = parser.parse_args(argv)
 
