@@ -91,9 +91,9 @@ def test_mri_normalises_each_channel_over_the_foreground(tmp_path):
         volume = np.zeros((24, 24, 24))
         volume[4:20, 4:20, 4:20] = rng.normal(scale, scale / 10, (16, 16, 16))
         channels.append(write_nifti(tmp_path / f"t{len(channels)}.nii.gz", volume, (1.0, 1.0, 1.0)))
-    parser = layered(BUNDLE_3D / "train.json", "mri.yaml", bundle_root=str(tmp_path), in_channels=2)
+    parser = layered(BUNDLE_3D / "inference.json", "mri.yaml", bundle_root=str(tmp_path), in_channels=2)
     assert parser.get_parsed_content("network_def").in_channels == 2
-    out = parser.get_parsed_content("validate::preprocessing")({"image": channels})["image"]
+    out = parser.get_parsed_content("preprocessing")({"image": channels})["image"]
     assert out.shape[0] == 2 and out.pixdim.tolist() == pytest.approx([1.0, 1.0, 1.0])
     for channel in out:
         foreground = channel[4:20, 4:20, 4:20]
