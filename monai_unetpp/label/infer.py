@@ -79,6 +79,8 @@ class UNetPlusPlusInferTask(BasicInferTask):
     ) -> None:
         if inference_mode not in INFERENCE_MODES:
             raise ValueError(f"inference_mode must be one of {INFERENCE_MODES}, got {inference_mode!r}.")
+        if inference_mode == "mean" and not network.deep_supervision:
+            raise ValueError("inference_mode='mean' averages the deep-supervision heads: the network has only one.")
         if len(roi_size) != network.spatial_dims or len(target_spacing) != network.spatial_dims:
             raise ValueError(
                 f"roi_size {tuple(roi_size)} and target_spacing {tuple(target_spacing)} need one value per spatial "
