@@ -42,12 +42,13 @@ class UNetPlusPlusSegmentation(TaskConfig):
 
     The class attributes are the model's defaults; an app's config file may override them, and so may
     ``--conf unetpp_<attribute> <value>`` at server start (JSON values, labels also as ``name,name``), e.g.
-    ``--conf unetpp_labels spleen,liver --conf unetpp_features "[16, 32, 64, 128]"``.
+    ``--conf unetpp_labels spleen,liver --conf unetpp_features '[16,32,64,128]'`` (no spaces: the ``monailabel``
+    script splits its arguments on them).
 
     Model files live in the app's ``model`` folder: ``pretrained_<name>.pt`` (optional, a checkpoint to start
-    from) and ``<name>.pt`` (published by training). Inference and training use the newest of the two: the
-    published model when there is one. Without either, inference runs the untrained network and training starts
-    from scratch.
+    from) and ``<name>.pt`` (published by training). Inference and training use the published model when there is
+    one, else the pretrained one; without either, inference runs the untrained network and training starts from
+    scratch.
 
     MONAI Label finds an app's configs by their direct ``TaskConfig`` base, so an app declares the model as
     ``class SegmentationUNetPP(UNetPlusPlusSegmentation, TaskConfig)`` in ``lib/configs/<name>.py``;
