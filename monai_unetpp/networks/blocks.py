@@ -39,7 +39,10 @@ def _takes_slow_cpu_kernel(x: torch.Tensor, out_channels: int) -> bool:
         and x.shape[1] * x.shape[2] * x.shape[3] <= 20480
         and x.device.type == "cpu"
         and x.dtype == torch.float32
-        and out_channels % 2 == 0
+        # oneDNN's direct kernels work on blocks of 16 channels per group; smaller groups get its gemm kernels,
+        # which are slower than PyTorch's own under a busy CPU
+        and x.shape[1] % 16 == 0
+        and out_channels % 32 == 0
         # an exported graph must serve every input shape, so it keeps the plain convolution
         and not torch.jit.is_tracing()
         and (torch.jit.is_scripting() or not _exporting())

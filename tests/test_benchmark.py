@@ -1,0 +1,56 @@
+"""benchmarks/benchmark.py runs end to end at tiny sizes (a smoke test: no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "benchmark.py"
+
+
+@pytest.fixture
+def bench():
+    spec = importlib.util.spec_from_file_location("unetpp_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    yield module
+    torch.set_num_threads(threads)
+    del sys.modules[spec.name]
+
+
+def test_quick_run_measures_both_networks_and_writes_json(bench, tmp_path, capsys):
+    path = tmp_path / "results.json"
+    report = bench.main(["--quick", "--device", "cpu", "--json", str(path)])
+
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report))
+    assert report["parameters"]["ours"] == report["parameters"]["monai"]
+    for check in report["checks"].values():
+        flops = check["forward_flops_per_sample"]
+        assert flops["ours"] == flops["monai"] > 0
+        assert check["max_abs_output_difference"] < 1e-4
+    tasks = {(row["task"], row["net"]) for row in report["rows"]}
+    for dims in (2, 3):
+        for net in ("ours", "ours+checkpointing", "monai"):
+            assert (f"train {dims}D", net) in tasks
+        for case in ("final", "mean"):
+            assert {(f"sliding window {dims}D {case}", net) for net in ("ours", "monai")} <= tasks
+        assert {(f"sliding window {dims}D pruned depth {k}", "ours") for k in (1, 2, 3)} <= tasks
+    assert all(row["times"] and row["peak_bytes"] > 0 for row in report["rows"])
+    assert "| train 3D | fp32 | ours |" in capsys.readouterr().out
+
+
+def test_settings_follow_the_device_and_the_flags(bench):
+    _, cpu = bench.parse_args(["--device", "cpu"])
+    assert (cpu.batch, cpu.patch, cpu.threads, cpu.precisions) == (1, 32, 2, ("fp32",))
+    assert cpu.sw_sizes() == ((64, 64, 40), 32)
+    _, gpu = bench.parse_args(["--device", "cuda", "--volume", "128", "128", "96", "--repeats", "3"])
+    assert (gpu.batch, gpu.patch, gpu.volume, gpu.repeats) == (2, 96, (128, 128, 96), 3)
+    assert gpu.sw_sizes() == ((128, 128, 96), 96)
+    assert "bf16+compile" in gpu.precisions

@@ -1,0 +1,179 @@
+"""The network's fast paths compute what the plain layers compute: split convolutions, the oneDNN grouping of
+batch-1 3D convolutions, the CPU instance norm, checkpointing, and the whole network against MONAI's
+BasicUNetPlusPlus holding the same weights."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from monai.networks.nets import BasicUNetPlusPlus
+
+from monai_unetpp import UNetPlusPlus
+from monai_unetpp.networks.blocks import ConvNormAct, InstanceNorm, conv_nd
+
+# A smooth activation: with LeakyReLU a rounding difference that moves a value across 0 changes its gradient by
+# 0.9x, so float32 gradients of two equal computations are only comparable away from the kink.
+SMOOTH = {"act": "gelu", "norm": ("instance", {"affine": True})}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # these tensors are tiny: a second thread only adds OpenMP synchronisation, which a busy machine makes slow
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def seeded(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def conv_kernels(fn) -> set[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name for e in prof.events() if "conv" in e.name}
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 8, 12, 10, 9), (2, 8, 12, 10, 9), (1, 8, 40, 40, 40), (1, 8, 20, 17), (2, 8, 33)],
+    ids=["3d-batch1-small", "3d-batch2", "3d-batch1-large", "2d", "1d"],
+)
+def test_split_convolution_equals_convolution_of_the_concatenation(shape):
+    spatial_dims = len(shape) - 2
+    widths = (8, 8, 16) if shape[2] < 40 else (8, 8)
+    ours = ConvNormAct(spatial_dims, sum(widths), 8, 3, dropout=0.0, bias=True, **SMOOTH)
+    reference = Convolution(spatial_dims, sum(widths), 8, kernel_size=3, padding=1, dropout=0.0, **SMOOTH)
+    reference.load_state_dict(ours.state_dict())
+    parts = [seeded(shape[0], c, *shape[2:], seed=k).requires_grad_() for k, c in enumerate(widths)]
+    parts_ref = [p.detach().clone().requires_grad_() for p in parts]
+
+    y, y_ref = ours(parts), reference(torch.cat(parts_ref, dim=1))
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    g = seeded(*y.shape, seed=9)
+    y.backward(g), y_ref.backward(g)
+    for p, q in zip(parts, parts_ref, strict=True):
+        assert relative_error(p.grad, q.grad) < 1e-5
+    for (name, a), b in zip(ours.named_parameters(), reference.parameters(), strict=True):
+        if name != "conv.bias":  # the bias before instance norm has a zero gradient: only rounding is left
+            assert relative_error(a.grad, b.grad) < 1e-5, name
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+def test_batch1_3d_convolution_runs_on_onednn_with_the_same_result():
+    x = seeded(1, 16, 16, 16, 16).requires_grad_()
+    w = (0.1 * seeded(32, 16, 3, 3, 3, seed=1)).requires_grad_()
+    b = seeded(32, seed=2).requires_grad_()
+    x_ref, w_ref, b_ref = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    g = seeded(1, 32, 16, 16, 16, seed=3)
+
+    def ours() -> torch.Tensor:
+        y = conv_nd(x, w, b, [1, 1, 1])
+        y.backward(g)
+        return y
+
+    def plain() -> torch.Tensor:
+        y = F.conv3d(x_ref, w_ref, b_ref, padding=1)
+        y.backward(g)
+        return y
+
+    # PyTorch's own choice for this shape is its im2col kernel; ours must avoid it in forward and backward
+    assert "aten::slow_conv3d_forward" in conv_kernels(plain)
+    kernels = conv_kernels(ours)
+    assert "aten::mkldnn_convolution" in kernels and "aten::slow_conv3d_forward" not in kernels
+    x.grad = w.grad = b.grad = x_ref.grad = w_ref.grad = b_ref.grad = None
+    torch.testing.assert_close(ours(), plain(), rtol=1e-5, atol=1e-5)
+    for a, ref in ((x, x_ref), (w, w_ref), (b, b_ref)):
+        assert relative_error(a.grad, ref.grad) < 1e-5
+
+
+@pytest.mark.parametrize("affine,track", [(True, False), (False, False), (True, True)])
+def test_instance_norm_equals_torch_instance_norm(affine, track):
+    reference = torch.nn.InstanceNorm3d(6, affine=affine, track_running_stats=track)
+    ours = InstanceNorm(6, affine=affine, track_running_stats=track)
+    if affine:
+        with torch.no_grad():
+            reference.weight.copy_(seeded(6, seed=1))
+            reference.bias.copy_(seeded(6, seed=2))
+    ours.load_state_dict(reference.state_dict())
+    x = 3 * seeded(2, 6, 7, 8, 5) + 2
+    for mode in ("train", "eval"):
+        getattr(ours, mode)(), getattr(reference, mode)()
+        torch.testing.assert_close(ours(x), reference(x), rtol=1e-5, atol=1e-5)
+    if track:
+        torch.testing.assert_close(ours.running_mean, reference.running_mean)
+
+
+def network_pair(spatial_dims: int, width: int, **kwargs) -> tuple[UNetPlusPlus, BasicUNetPlusPlus]:
+    """Ours and MONAI's BasicUNetPlusPlus (the straightforward reference: concatenations, one module per node) in
+    the same architecture and with the same weights."""
+    # MONAI upsamples level i + 1 to half its width (to its full width into level 0): the widths must double
+    features = (width, width, 2 * width, 4 * width, 8 * width)
+    reference = BasicUNetPlusPlus(spatial_dims, 1, 3, features=(*features, width), deep_supervision=True, **kwargs)
+    ours = UNetPlusPlus(spatial_dims, 1, 3, features=features, deep_supervision=True, **kwargs)
+    with torch.no_grad():
+        for a, b in zip(ours.parameters(), reference.parameters(), strict=True):
+            a.copy_(b)
+    return ours, reference
+
+
+@pytest.mark.parametrize(
+    "width,shape",
+    [(16, (1, 1, 32, 32, 32)), (4, (2, 1, 32, 16, 32)), (4, (1, 1, 48, 32))],
+    ids=["3d-batch1-onednn-grouping-below-level-1", "3d-batch2", "2d"],
+)
+def test_network_equals_monai_basic_unetplusplus_with_the_same_weights(width, shape):
+    ours, reference = network_pair(len(shape) - 2, width, **SMOOTH)
+    x = seeded(*shape)
+    heads, heads_ref = ours.train()(x), reference.train()(x)[::-1]  # MONAI lists the final head last
+    for a, b in zip(heads, heads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    sum((h * seeded(*h.shape, seed=n)).sum() for n, h in enumerate(heads)).backward()
+    sum((h * seeded(*h.shape, seed=n)).sum() for n, h in enumerate(heads_ref)).backward()
+    for (name, a), b in zip(ours.named_parameters(), reference.parameters(), strict=True):
+        if not name.endswith("conv.bias"):
+            assert relative_error(a.grad, b.grad) < 1e-4, name
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), reference.eval()(x)[-1], rtol=1e-4, atol=1e-5)
+        mean_ref = torch.stack(reference(x), dim=0).mean(dim=0)
+        torch.testing.assert_close(ours(x, mode="mean"), mean_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpointing_changes_memory_not_results():
+    net = UNetPlusPlus(3, 1, 2, features=(4, 8, 16), deep_supervision=True, **SMOOTH)
+    checkpointed = UNetPlusPlus(3, 1, 2, features=(4, 8, 16), deep_supervision=True, checkpointing=True, **SMOOTH)
+    checkpointed.load_state_dict(net.state_dict())
+    x = seeded(1, 1, 24, 24, 24)
+    for model in (net, checkpointed):
+        sum(h.square().sum() for h in model.train()(x)).backward()
+    for (name, a), b in zip(checkpointed.named_parameters(), net.parameters(), strict=True):
+        assert relative_error(a.grad, b.grad) < 1e-5, name
+    # only the blocks' inputs are kept for backward
+    saved: list[int] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        checkpointed(x)
+    with_checkpointing, saved = sum(saved), []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        net(x)
+    assert with_checkpointing < 0.5 * sum(saved)
+    with torch.no_grad():
+        torch.testing.assert_close(checkpointed.eval()(x), net.eval()(x))
+
+
+def test_scripted_network_takes_the_same_fast_paths():
+    net = UNetPlusPlus(3, 1, 2, features=(4, 8, 16), deep_supervision=True)
+    scripted = torch.jit.script(copy.deepcopy(net))
+    x = seeded(1, 1, 20, 16, 24)  # batch-1 3D: the oneDNN grouping and the CPU instance norm both apply
+    for a, b in zip(scripted.train()(x), net.train()(x), strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted.eval()(x, depth=1), net.eval()(x, depth=1))
