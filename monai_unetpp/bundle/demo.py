@@ -42,7 +42,7 @@ DEMO_SETTINGS: dict[int, dict[str, Any]] = {
         "patch_size": [32, 32, 32],
         "batch_size": 2,
         "num_samples": 4,
-        "epochs": 40,
+        "epochs": 20,
         "learning_rate": 0.003,
         "num_workers": 2,
         "sw_batch_size": 4,
