@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import locale
 import math
 from pathlib import Path
 
@@ -40,6 +41,16 @@ def _sitk_image(array_xyz: np.ndarray) -> sitk.Image:
 
 
 def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
+    # GDCM's writer switches the process's C locale to "C" and leaves it there, which turns Python's default text
+    # encoding into ASCII for every later test in this process
+    saved_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_slices(image, folder)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+
+
+def _write_dicom_slices(image: sitk.Image, folder: Path) -> None:
     folder.mkdir()
     series_uid = "1.2.826.0.1.3680043.2.1125.1.1234567890"
     direction = image.GetDirection()
