@@ -147,12 +147,13 @@ class UNetPlusPlus(nn.Module):
         # 2D, the paper's reference architecture
         >>> net = UNetPlusPlus.from_preset("paper", spatial_dims=2, in_channels=1, out_channels=1)
 
-        # 6 downsamplings, instance norm with running statistics
-        >>> net = UNetPlusPlus(3, 1, 2, features=(16, 32, 64, 128, 256, 320, 320), norm=("instance", {"affine": True}))
+        # 6 downsamplings, batch norm
+        >>> net = UNetPlusPlus(3, 1, 2, features=(16, 32, 64, 128, 256, 320, 320), norm="batch")
 
         # pruned fast inference: UNet++ L2 of a network trained with deep supervision
-        >>> net.eval(); y = net(x, depth=2)           # per call
-        >>> small = net.pruned(2)                    # standalone copy with only the parameters it needs
+        >>> net = UNetPlusPlus(3, 1, 3, features=(8, 16, 32, 64), deep_supervision=True).eval()
+        >>> y = net(torch.randn(1, 1, 40, 40, 40), depth=2)   # per call: only the nodes with i + j <= 2 run
+        >>> small = net.pruned(2)                            # standalone copy with only the parameters it needs
     """
 
     def __init__(
