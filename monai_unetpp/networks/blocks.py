@@ -34,11 +34,11 @@ def _takes_slow_cpu_kernel(x: torch.Tensor, out_channels: int) -> bool:
     # batch-1 3D tensor below it, e.g. every level under the first of a 32^3 patch, otherwise runs the im2col kernel
     # ``slow_conv3d`` whose forward and backward are 3-4x slower.
     return (
-        x.dim() == 5
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 5
         and x.shape[0] == 1
         and x.shape[1] * x.shape[2] * x.shape[3] <= 20480
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
         # oneDNN's direct kernels work on blocks of 16 channels per group; smaller groups get its gemm kernels,
         # which are slower than PyTorch's own under a busy CPU
         and x.shape[1] % 16 == 0
