@@ -177,3 +177,22 @@ def test_scripted_network_takes_the_same_fast_paths():
         torch.testing.assert_close(a, b)
     with torch.no_grad():
         torch.testing.assert_close(scripted.eval()(x, depth=1), net.eval()(x, depth=1))
+
+
+def test_onnx_export_keeps_plain_convolutions_and_a_dynamic_batch(tmp_path):
+    onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    net = UNetPlusPlus(3, 1, 2, features=(32, 32), deep_supervision=True).eval()
+    path = tmp_path / "net.onnx"
+    # a batch-1 3D example that takes the oneDNN grouping in eager mode
+    example = seeded(1, 1, 16, 16, 16)
+    torch.onnx.export(net, (example,), str(path), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    groups = {
+        a.i for n in onnx.load(str(path)).graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"
+    }
+    assert groups == {1}
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for x in (example, seeded(3, 1, 16, 16, 16, seed=1)):
+        (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(out), net(x), rtol=1e-4, atol=1e-4)

@@ -34,7 +34,11 @@ def _takes_slow_cpu_kernel(x: torch.Tensor, out_channels: int) -> bool:
     # batch-1 3D tensor below it, e.g. every level under the first of a 32^3 patch, otherwise runs the im2col kernel
     # ``slow_conv3d`` whose forward and backward are 3-4x slower.
     return (
-        x.device.type == "cpu"
+        # an exported graph must serve every input shape, so it keeps the plain convolution (tested first: a test of
+        # a shape would fix that shape in the exported graph)
+        not torch.jit.is_tracing()
+        and (torch.jit.is_scripting() or not _exporting())
+        and x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.dim() == 5
         and x.shape[0] == 1
@@ -43,9 +47,6 @@ def _takes_slow_cpu_kernel(x: torch.Tensor, out_channels: int) -> bool:
         # which are slower than PyTorch's own under a busy CPU
         and x.shape[1] % 16 == 0
         and out_channels % 32 == 0
-        # an exported graph must serve every input shape, so it keeps the plain convolution
-        and not torch.jit.is_tracing()
-        and (torch.jit.is_scripting() or not _exporting())
     )
 
 
@@ -185,6 +186,6 @@ class ConvBlock(nn.Module):
         return checkpoint(self._forward, parts, use_reentrant=False)
 
     def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+        if self.checkpointing and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
             return self._checkpointed(parts)
         return self._forward(parts)
