@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import ADN
 from monai.networks.layers.factories import Conv
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["ConvBlock", "ConvNormAct", "InstanceNorm", "conv_nd"]
 
@@ -32,7 +33,7 @@ def _takes_slow_cpu_kernel(x: torch.Tensor, out_channels: int) -> bool:
     # PyTorch runs a float32 CPU convolution on oneDNN only if the batch is larger than 1 or N * C * D * H exceeds
     # 20480 (``ConvParams::use_mkldnn`` in aten/src/ATen/native/Convolution.cpp, a threshold tuned for 2D images). A
     # batch-1 3D tensor below it, e.g. every level under the first of a 32^3 patch, otherwise runs the im2col kernel
-    # ``slow_conv3d`` whose forward and backward are 3-4x slower.
+    # ``slow_conv3d`` whose forward and backward are 2.5-3.5x slower for these shapes.
     return (
         # an exported graph must serve every input shape, so it keeps the plain convolution (tested first: a test of
         # a shape would fix that shape in the exported graph)
@@ -44,7 +45,7 @@ def _takes_slow_cpu_kernel(x: torch.Tensor, out_channels: int) -> bool:
         and x.shape[0] == 1
         and x.shape[1] * x.shape[2] * x.shape[3] <= 20480
         # oneDNN's direct kernels work on blocks of 16 channels per group; smaller groups get its gemm kernels,
-        # which are slower than PyTorch's own under a busy CPU
+        # which were several times slower than PyTorch's own kernels on a busy 2-core machine
         and x.shape[1] % 16 == 0
         and out_channels % 32 == 0
     )
@@ -136,7 +137,7 @@ class ConvNormAct(nn.Module):
             in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias
         )
         self.adn = ADN("NDA", out_channels, act=act, norm=norm, norm_dim=spatial_dims, dropout=dropout, dropout_dim=1)
-        if "N" in self.adn._modules:
+        if hasattr(self.adn, "N"):
             self.adn.N = _fast_instance_norm(self.adn.N)
         self.padding = [kernel_size // 2] * spatial_dims
 
@@ -181,8 +182,6 @@ class ConvBlock(nn.Module):
 
     @torch.jit.unused
     def _checkpointed(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        from torch.utils.checkpoint import checkpoint
-
         return checkpoint(self._forward, parts, use_reentrant=False)
 
     def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
