@@ -283,3 +283,13 @@ def test_metatensor_input_from_monai_pipelines():
     with torch.no_grad():
         for k in (1, 2):
             assert net.eval()(x, depth=k, mode="mean").shape == (1, 3, 16, 17, 16)
+
+
+def test_instance_norm_needs_more_than_one_voxel_at_the_deepest_level():
+    net = UNetPlusPlus(3, 1, 2, features=(4, 8, 8), norm="instance").eval()
+    with pytest.raises(ValueError, match="at least one spatial side must exceed 4"):
+        net(torch.zeros(1, 1, 4, 4, 4))
+    assert not net.is_valid_shape((4, 4, 4)) and net.is_valid_shape((4, 5, 4))
+    assert net(torch.zeros(1, 1, 4, 5, 4)).shape == (1, 2, 4, 5, 4)
+    batch_norm = UNetPlusPlus(3, 1, 2, features=(4, 8, 8), norm="batch").eval()
+    assert batch_norm.is_valid_shape((4, 4, 4)) and batch_norm(torch.zeros(1, 1, 4, 4, 4)).shape == (1, 2, 4, 4, 4)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 from monai.networks.blocks import UpSample
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Conv, Pool, split_args
 
 from .blocks import ConvBlock
 
@@ -193,6 +193,8 @@ class UNetPlusPlus(nn.Module):
         self.features = features
         self.depth = len(features) - 1
         self.deep_supervision = deep_supervision
+        # instance norm needs more than one voxel per channel, also at the deepest level
+        self.instance_norm = norm is not None and str(split_args(norm)[0]).lower().startswith("instance")
 
         block_args = {
             "kernel_size": kernel_size,
@@ -262,12 +264,19 @@ class UNetPlusPlus(nn.Module):
         return self
 
     def shape_factor(self) -> int:
-        """The smallest spatial side this network accepts: 2 ** depth (every level keeps at least one voxel)."""
+        """The smallest spatial side this network accepts: 2 ** depth (every level keeps at least one voxel).
+
+        With instance normalisation at least one side must also exceed it (see :py:meth:`is_valid_shape`), so that
+        the deepest level holds more than one voxel; multiples of it stay the most efficient sizes.
+        """
         return 2**self.depth
 
     def is_valid_shape(self, shape: Sequence[int]) -> bool:
         """Whether a spatial shape (without batch and channel) can go through the network."""
-        return len(shape) == self.spatial_dims and all(s >= self.shape_factor() for s in shape)
+        factor = self.shape_factor()
+        if len(shape) != self.spatial_dims or any(s < factor for s in shape):
+            return False
+        return not self.instance_norm or any(s > factor for s in shape)
 
     # ----------------------------------------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:
@@ -278,13 +287,21 @@ class UNetPlusPlus(nn.Module):
             )
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {x.shape[1]} (shape {list(x.shape)}).")
-        smallest = 2**self.depth
+        smallest = int(2**self.depth)
+        deepest_voxels = 1
         for d in range(2, x.dim()):
             if x.shape[d] < smallest:
                 raise ValueError(
                     f"every spatial side must be at least {smallest} (2 ** depth) for this network, "
                     f"got spatial shape {list(x.shape[2:])}; pad or resize the input."
                 )
+            deepest_voxels *= (x.shape[d] + smallest - 1) // smallest  # pooling keeps odd edges (ceil mode)
+        if self.instance_norm and deepest_voxels < 2:
+            raise ValueError(
+                f"with instance normalisation at least one spatial side must exceed {smallest} (2 ** depth) so that "
+                f"the deepest level holds more than one voxel, got spatial shape {list(x.shape[2:])}; "
+                "pad or resize the input."
+            )
 
     def forward(
         self, x: torch.Tensor, mode: str | None = None, depth: int | None = None
