@@ -67,10 +67,9 @@ def test_model_zoo_layout(bundle):
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
 def test_metadata_validates_against_the_bundle_schema(bundle):
     jsonschema = pytest.importorskip("jsonschema")
-    if not SCHEMA.is_file():
-        pytest.skip(f"bundle schema not found at {SCHEMA}")
+    assert SCHEMA.is_file(), f"the bundle schema is expected beside the checkout, at {SCHEMA}"
     metadata = load(bundle, "metadata.json")
-    jsonschema.validate(metadata, json.loads(SCHEMA.read_text()))
+    jsonschema.validate(metadata, json.loads(SCHEMA.read_text(encoding="utf-8")))
     assert metadata["version"] in metadata["changelog"]
 
 
