@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, onnx_export, run, verify_net_in_out
+from pictures import assert_real_picture
 
 from monai_unetpp import UNetPlusPlusInferer
 from monai_unetpp.data import make_demo_dataset
+from monai_unetpp.visualize import montage_size
 
 BUNDLES = Path(__file__).parents[1] / "bundles"
 
@@ -89,6 +91,7 @@ def test_train_writes_an_atomic_plain_state_dict_logs_and_a_training_state(train
     assert set(state) == {"network", "optimizer", "lr_scheduler", "best_model", "trainer"}
     assert state["trainer"]["iteration"] == 2  # one epoch of two cases
     assert list((trained.root / "runs").glob("events.out.tfevents.*"))
+    assert_real_picture(trained.root / "runs" / "training_curves.png", (1000, 400))
 
 
 def test_resume_continues_from_the_last_epoch(trained):
@@ -108,6 +111,9 @@ def test_evaluate_reports_per_class_dice_and_hd95(trained):
     for row in rows:
         assert 0.0 <= float(row["val_mean_dice"]) <= 1.0
         assert set(row) == {"class", "val_mean_dice", "val_hd95"}
+    montages = sorted((trained.root / "eval" / "montages").glob("*_montage.png"))
+    assert len(montages) == 1  # the one validation case
+    assert_real_picture(montages[0], montage_size(trained.spatial_dims, has_label=True, num_classes=3))
 
 
 def test_inference_writes_segmentations_in_the_image_space(trained):
@@ -121,6 +127,8 @@ def test_inference_writes_segmentations_in_the_image_space(trained):
     np.testing.assert_allclose(seg.affine, source.affine, atol=1e-4)
     assert seg.get_data_dtype() == np.uint8
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+    montage = trained.root / "eval" / image.name.replace(".nii.gz", "_montage.png")
+    assert_real_picture(montage, montage_size(trained.spatial_dims, has_label=False, num_classes=3))
 
 
 def test_inference_mode_and_depth_from_the_command_line(trained, tmp_path):

@@ -9,20 +9,17 @@ from monai.data import DataLoader, Dataset, MetaTensor
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import MeanDice, ValidationHandler, from_engine
 from monai.transforms import AsDiscreted, Compose
-from PIL import Image
+from pictures import assert_not_blank, read_png
 
 from monai_unetpp import DeepSupervisionDiceCELoss, SelectHeadd, UNetPlusPlus, UNetPlusPlusInferer
-from monai_unetpp.visualize import CurvePlotHandler, SaveMontaged, montage_size, plot_curves, save_montage
-
-
-def read_png(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def assert_not_blank(pixels: np.ndarray) -> None:
-    assert pixels.std() > 10, "the PNG is (almost) one flat colour"
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+from monai_unetpp.visualize import (
+    CurvePlotHandler,
+    MontageHandler,
+    SaveMontaged,
+    montage_size,
+    plot_curves,
+    save_montage,
+)
 
 
 def blobs(shape: tuple[int, ...]) -> torch.Tensor:
@@ -175,3 +172,28 @@ def test_curve_plot_handler_in_supervised_training(tmp_path):
     assert pixels.shape == (300, 600, 3)
     assert_not_blank(pixels)
     assert [p.name for p in (tmp_path / "logs").iterdir()] == ["training_curves.png"]  # no temporary files left
+
+
+def test_montage_handler_draws_the_preprocessed_grid_before_postprocessing(tmp_path):
+    torch.manual_seed(0)
+    net = UNetPlusPlus(3, 1, 3, features=(4, 4, 8)).eval()
+    names = ["/data/a.nii.gz", "/data/b.nii.gz"]
+    data = [
+        {"image": MetaTensor(torch.rand(1, 16, 16, 16), meta={"filename_or_obj": name}), "label": blobs((16, 16, 16))}
+        for name in names
+    ]
+    # the post-processing changes the prediction's grid, as Invertd would: the montage must not see it
+    post = Compose([AsDiscreted(keys="pred", argmax=True), lambda d: {**d, "pred": d["pred"][:, :8]}])
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=DataLoader(Dataset(data), batch_size=2),
+        network=net,
+        postprocessing=post,
+        val_handlers=[MontageHandler(tmp_path, class_names=["bg", "a", "b"], panel_size=128)],
+    )
+    evaluator.run()
+    for name in ("a", "b"):
+        pixels = read_png(tmp_path / f"{name}_montage.png")
+        assert pixels.shape[:2] == montage_size(3, True, 3, panel_size=128)[::-1]
+        assert_not_blank(pixels)
+    assert evaluator.state.output[0]["pred"].shape == (1, 8, 16, 16)

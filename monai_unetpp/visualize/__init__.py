@@ -5,10 +5,12 @@
 from ._figure import new_figure, save_figure
 from .curves import CurvePlotHandler, plot_curves
 from .montage import SLICE_MODES, SaveMontageD, SaveMontaged, montage_figure, montage_size, save_montage
+from .montage_handler import MontageHandler
 
 __all__ = [
     "SLICE_MODES",
     "CurvePlotHandler",
+    "MontageHandler",
     "SaveMontageD",
     "SaveMontaged",
     "montage_figure",
