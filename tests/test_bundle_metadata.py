@@ -11,6 +11,7 @@ from monai.bundle.scripts import _get_fake_spatial_shape
 
 REPO = Path(__file__).parents[1]
 BUNDLES = [REPO / "bundles" / "unetpp_3d_segmentation", REPO / "bundles" / "unetpp_2d_segmentation"]
+ALL_BUNDLES = sorted(path.parent.parent for path in (REPO / "bundles").glob("*/configs/metadata.json"))
 SCHEMA = REPO.parent / "shared" / "bundle-schema" / "meta_schema_20240725.json"
 CONFIGS = [
     "metadata.json",
@@ -55,7 +56,7 @@ def load(bundle: Path, name: str) -> dict:
     return json.loads((bundle / "configs" / name).read_text())
 
 
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
+@pytest.mark.parametrize("bundle", ALL_BUNDLES, ids=lambda b: b.name)
 def test_model_zoo_layout(bundle):
     assert "segmentation" in bundle.name  # MONAI Label derives the task type from the folder name
     for name in CONFIGS:
@@ -64,7 +65,7 @@ def test_model_zoo_layout(bundle):
         assert (bundle / name).is_file(), name
 
 
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
+@pytest.mark.parametrize("bundle", ALL_BUNDLES, ids=lambda b: b.name)
 def test_metadata_validates_against_the_bundle_schema(bundle):
     jsonschema = pytest.importorskip("jsonschema")
     assert SCHEMA.is_file(), f"the bundle schema is expected beside the checkout, at {SCHEMA}"
@@ -73,7 +74,7 @@ def test_metadata_validates_against_the_bundle_schema(bundle):
     assert metadata["version"] in metadata["changelog"]
 
 
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
+@pytest.mark.parametrize("bundle", ALL_BUNDLES, ids=lambda b: b.name)
 def test_metadata_matches_the_network(bundle):
     metadata = load(bundle, "metadata.json")
     parser = ConfigParser()
