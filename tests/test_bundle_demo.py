@@ -26,6 +26,8 @@ def test_demo_trains_evaluates_infers_and_prints_the_dice(tmp_path, capsys):
     assert (bundle / "models" / "model.pt").is_file()
     assert len(list((bundle / "eval").glob("*_seg.nii.gz"))) == 1
     assert (bundle / "eval" / "metrics_per_class.csv").is_file()
+    assert len(list((bundle / "eval").glob("*_montage.png"))) == 1
+    assert (bundle / "runs" / "training_curves.png").is_file()
 
 
 def test_demo_settings_fit_the_bundles():

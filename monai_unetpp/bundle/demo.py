@@ -153,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"mean validation Dice: {sum(dice) / len(dice):.3f}")
     print(f"model: {root / 'models' / 'model.pt'}")
     print(f"predictions: {root / 'eval'}/*_seg.nii.gz")
+    print(f"pictures: {root / 'eval'}/*_montage.png, {root / 'runs' / 'training_curves.png'}")
     return 0
 
 
