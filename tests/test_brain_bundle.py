@@ -39,36 +39,6 @@ SMOKE = {
     "num_test": 1,
     "progress_bar": False,
 }
-#: ids that inference.json (loaded alone) repeats from train.json: they must not drift apart
-SHARED_IDS = [
-    "bundle_root",
-    "ckpt_dir",
-    "output_dir",
-    "resolution",
-    "dataset_dir",
-    "num_validation",
-    "num_test",
-    "device",
-    "amp",
-    "spatial_dims",
-    "in_channels",
-    "num_classes",
-    "features",
-    "norm",
-    "spacing",
-    "num_workers",
-    "patch_size",
-    "sw_batch_size",
-    "sw_overlap",
-    "inference_mode",
-    "inference_depth",
-    "progress_bar",
-    "network_def",
-    "network",
-    "dataset_source",
-    "intensity_transform",
-    "deterministic_transforms",
-]
 
 
 def workflow(root: Path, files: list[str], workflow_type: str | None) -> ConfigWorkflow:
@@ -148,10 +118,3 @@ def test_inference_writes_segmentations_and_montages(trained):
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
     montage = trained / "eval" / "mni152_test_000_montage.png"
     assert_real_picture(montage, montage_size(3, has_label=True, num_classes=4))
-
-
-def test_inference_shares_the_training_definitions():
-    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
-    inference = json.loads((BUNDLE / "configs" / "inference.json").read_text())
-    for key in SHARED_IDS:
-        assert train[key] == inference[key], key
