@@ -14,10 +14,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from monai.bundle import ConfigWorkflow
 from pictures import assert_real_picture
 
-from monai_unetpp.brain import TISSUE_CLASSES, prepare_mni152_dataset, tissue_labels
+from monai_unetpp.brain import (
+    TISSUE_CLASSES,
+    SoftLabeld,
+    patch_variation,
+    prepare_mni152_dataset,
+    tissue_labels,
+    tissue_probabilities,
+)
 from monai_unetpp.visualize import montage_size
 
 pytest.importorskip("nilearn")
@@ -69,8 +77,27 @@ def test_tissue_rule_is_the_most_probable_tissue_inside_the_mask():
     mask = np.array([1, 1, 1, 1, 1, 0])
     # CSF = 1 - GM - WM = 0.1, 0.1, 0.8, 0.4, 0.0; a GM/WM tie goes to GM; outside the mask is background
     np.testing.assert_array_equal(tissue_labels(gm, wm, mask), [2, 3, 1, 1, 2, 0])
+    probabilities = tissue_probabilities(gm, wm, mask)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-6)
+    np.testing.assert_allclose(probabilities[:, 2], [0.0, 0.8, 0.1, 0.1])
     with pytest.raises(ValueError, match="one shape"):
         tissue_labels(gm, wm[:2], mask)
+
+
+def test_label_is_resampled_from_the_probability_maps_where_the_case_has_them():
+    label = torch.zeros(1, 8, 8, 8)  # background everywhere
+    grey_matter = torch.zeros(4, 8, 8, 8)
+    grey_matter[2] = 1.0
+    out = SoftLabeld("label")({"label": label, "probabilities": grey_matter})
+    assert "probabilities" not in out and torch.equal(out["label"], grey_matter)
+    assert torch.equal(SoftLabeld("label")({"label": label})["label"][0], torch.ones(8, 8, 8))
+    with pytest.raises(ValueError, match="one probability map per class"):
+        SoftLabeld("label")({"label": label, "probabilities": grey_matter[:3]})
+
+    variation = patch_variation()
+    variation.set_random_state(seed=0)
+    out = variation({"image": torch.rand(1, 8, 8, 8), "label": label, "probabilities": grey_matter})
+    assert out["label"].shape == (1, 8, 8, 8) and (out["label"] == 2).float().mean() > 0.5
 
 
 def test_dataset_is_prepared_once_with_fixed_variants(trained):
@@ -82,10 +109,16 @@ def test_dataset_is_prepared_once_with_fixed_variants(trained):
     validation = nib.load(root / description["validation"][0]["label"]).get_fdata()
     test = nib.load(root / "labelsTs" / Path(description["test"][0]).name).get_fdata()
     assert template.shape == validation.shape == test.shape == (99, 117, 95)
+    probabilities = [nib.load(root / f).get_fdata() for f in description["training"][0]["probabilities"]]
+    np.testing.assert_array_equal(np.argmax(probabilities, axis=0), template)
     for labels in (template, validation, test):
         assert set(np.unique(labels)) == {0, 1, 2, 3}
     # the variants are deformed copies, different from the template and from each other
     assert (validation != template).mean() > 0.02 and (test != validation).mean() > 0.02
+    # skull-stripped like the template: zero outside the deformed brain, the tissue intensities inside it
+    for image_file, labels in ((description["validation"][0]["image"], validation), (description["test"][0], test)):
+        image = nib.load(root / image_file).get_fdata()
+        assert (image[labels == 0] == 0).all() and (image[labels > 0] > 0).mean() > 0.99
 
     mtime = (root / "dataset.json").stat().st_mtime_ns
     assert prepare_mni152_dataset(root, resolution=2, num_validation=1, num_test=1) == str(root)

@@ -26,6 +26,8 @@ __all__ = ["prepare_dataset", "pair_images_and_labels", "SPLITS"]
 
 SPLITS: tuple[str, str, str] = ("training", "validation", "test")
 """The keys of ``prepare_dataset``'s result."""
+PATH_FIELDS: tuple[str, ...] = ("image", "label", "probabilities")
+"""The case entries that hold file paths (or lists of them), made absolute against the dataset folder."""
 
 logger = logging.getLogger("monai_unetpp")
 
@@ -79,8 +81,8 @@ def prepare_dataset(
 
     Returns:
         ``{"training": [...], "validation": [...], "test": [...]}``: lists of dicts with absolute ``image`` paths
-        (a list of paths for multi-channel cases) and, where known, absolute ``label`` paths; other entries of the
-        datalist are kept.
+        (a list of paths for multi-channel cases) and, where known, absolute ``label`` and ``probabilities`` (per-class
+        probability maps, a list of paths) paths; other entries of the datalist are kept.
 
     Raises:
         DatasetError: when the folder holds no dataset, the JSON is invalid, images and labels do not pair, or the
@@ -259,7 +261,7 @@ def _absolute_case(case: Any, bases: Sequence[Path], json_path: Path, key: str) 
     if not isinstance(case, Mapping) or "image" not in case:
         raise DatasetError(f"{json_path}: a '{key}' case must be a path or a dict with an 'image' entry, got {case!r}.")
     resolved = dict(case)
-    for field in ("image", "label"):
+    for field in PATH_FIELDS:
         value = resolved.get(field)
         if isinstance(value, (list, tuple)):
             resolved[field] = [_absolute(v, bases) for v in value]
