@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import DataLoader, Dataset, decollate_batch
 from monai.metrics import DiceMetric
 from monai.networks.nets import BasicUNet, BasicUNetPlusPlus
@@ -62,7 +62,7 @@ class FinalHeadFirst(nn.Module):
         return heads[::-1] if self.training else heads[-1]
 
 
-def build_networks(features: Sequence[int], norm: str, num_classes: int) -> dict[str, nn.Module]:
+def build_networks(features: Sequence[int], norm: str | Sequence, num_classes: int) -> dict[str, nn.Module]:
     """The three networks with the same widths, blocks (conv-norm-LeakyReLU x 2) and deconvolution upsampling."""
     if len(features) != 5:
         raise ValueError(f"features needs 5 widths (MONAI's BasicUNet(PlusPlus) have depth 4), got {features}.")
@@ -173,17 +173,30 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def bundle_settings(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The training settings of the bundle's ``train.json`` with ``overrides`` applied."""
+    config = ConfigParser()
+    config.read_config(str(BUNDLE / "configs" / "train.json"))
+    config.update(overrides)
+    names = ("features", "norm", "epochs", "draws_per_epoch", "val_interval", "patch_size", "learning_rate")
+    return {name: config.get_parsed_content(name) for name in (*names, "resolution", "seed")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--features", type=int, nargs=5, default=[8, 16, 32, 64, 128])
-    parser.add_argument("--norm", default="batch", help="normalisation of every network (the bundle's default)")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--draws-per-epoch", type=int, default=50, help="training patches per epoch")
-    parser.add_argument("--val-interval", type=int, default=5)
-    parser.add_argument("--patch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=0.003)
-    parser.add_argument("--resolution", type=int, default=2, choices=(1, 2))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", type=int, nargs=5, help="widths of every network (default: the bundle's)")
+    parser.add_argument(
+        "--norm",
+        type=json.loads,
+        help="""normalisation of every network as JSON, e.g. '"batch"' (default: the bundle's)""",
+    )
+    parser.add_argument("--epochs", type=int, help="default: the bundle's")
+    parser.add_argument("--draws-per-epoch", type=int, help="training draws per epoch (default: the bundle's)")
+    parser.add_argument("--val-interval", type=int, help="default: the bundle's")
+    parser.add_argument("--patch-size", type=int, help="default: the bundle's")
+    parser.add_argument("--learning-rate", type=float, help="default: the bundle's")
+    parser.add_argument("--resolution", type=int, choices=(1, 2), help="default: the bundle's")
+    parser.add_argument("--seed", type=int, help="default: the bundle's")
     parser.add_argument("--dataset-dir", help="where the MNI152 tissue dataset is (written on first use)")
     parser.add_argument("--networks", nargs="*", help="a subset of the network names (default: all)")
     parser.add_argument("--out", default=str(BUNDLE / "docs"), help="folder for the table, JSON and pictures")
@@ -201,21 +214,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="compare_brain_tissue_"))
-    settings = {
+    overrides = {
         "features": args.features,
         "norm": args.norm,
         "epochs": args.epochs,
         "draws_per_epoch": args.draws_per_epoch,
         "val_interval": args.val_interval,
-        "patch_size": [args.patch_size] * 3,
+        "patch_size": [args.patch_size] * 3 if args.patch_size else None,
         "learning_rate": args.learning_rate,
         "resolution": args.resolution,
         "seed": args.seed,
-        "num_workers": args.num_workers,
-        "progress_bar": False,
-        "dataset_dir": args.dataset_dir or str(work / "data"),
     }
-    networks = build_networks(args.features, args.norm, num_classes=4)
+    settings = bundle_settings({k: v for k, v in overrides.items() if v is not None})
+    settings.update(
+        num_workers=args.num_workers, progress_bar=False, dataset_dir=args.dataset_dir or str(work / "data")
+    )
+    networks = build_networks(settings["features"], settings["norm"], num_classes=4)
     if args.networks:
         networks = {name: net for name, net in networks.items() if name in args.networks}
     print(f"settings: {json.dumps(settings)}; work folder {work}", flush=True)
