@@ -110,21 +110,25 @@ def train(network: nn.Module, settings: dict[str, Any], run_dir: Path) -> tuple[
     return workflow, record
 
 
+def load_test_variants(workflow: ConfigWorkflow) -> list[dict[str, Any]]:
+    """The bundle's test variants, preprocessed as its validation, one batch of one case each."""
+    cases = workflow.parser.get_parsed_content("datalists")["test"]
+    return list(DataLoader(Dataset(cases, workflow.parser.get_parsed_content("validate::preprocessing")), batch_size=1))
+
+
 def evaluate(
     network: nn.Module,
-    workflow: ConfigWorkflow,
+    batches: list[dict[str, Any]],
+    num_classes: int,
     inferer: UNetPlusPlusInferer,
     montage: Path | None = None,
 ) -> dict[str, Any]:
     """Per-class Dice (mean over the test variants) and seconds per case of ``inferer`` with ``network``."""
-    num_classes = workflow.parser.get_parsed_content("num_classes")
-    cases = workflow.parser.get_parsed_content("datalists")["test"]
-    loader = DataLoader(Dataset(cases, workflow.parser.get_parsed_content("validate::preprocessing")), batch_size=1)
     dice = DiceMetric(include_background=False, reduction="mean_batch")
     seconds = []
     network.eval()
     with torch.no_grad():
-        for k, batch in enumerate(loader):
+        for k, batch in enumerate(batches):
             start = time.perf_counter()
             logits = inferer(batch["image"], network)
             seconds.append(time.perf_counter() - start)
@@ -178,8 +182,18 @@ def bundle_settings(overrides: dict[str, Any]) -> dict[str, Any]:
     config = ConfigParser()
     config.read_config(str(BUNDLE / "configs" / "train.json"))
     config.update(overrides)
-    names = ("features", "norm", "epochs", "draws_per_epoch", "val_interval", "patch_size", "learning_rate")
-    return {name: config.get_parsed_content(name) for name in (*names, "resolution", "seed")}
+    names = (
+        "features",
+        "norm",
+        "epochs",
+        "draws_per_epoch",
+        "val_interval",
+        "patch_size",
+        "learning_rate",
+        "resolution",
+        "seed",
+    )
+    return {name: config.get_parsed_content(name) for name in names}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -243,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         minutes = record["train_seconds"] / 60
         print(f"{name}: trained {record['iterations']} iterations in {minutes:.1f} min", flush=True)
         sw = {k: workflow.parser.get_parsed_content(k) for k in ("patch_size", "sw_batch_size", "sw_overlap")}
+        batches, num_classes = load_test_variants(workflow), workflow.parser.get_parsed_content("num_classes")
         variants: list[tuple[str, dict[str, Any]]] = [("final head", {})]
         if isinstance(network, UNetPlusPlus):
             variants += [("mean of heads", {"mode": "mean"})]
@@ -250,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, options in variants:
             inferer = UNetPlusPlusInferer(sw["patch_size"], sw["sw_batch_size"], sw["sw_overlap"], **options)
             montage = out / f"montage_{slug}.png" if not options else None
-            result = evaluate(network, workflow, inferer, montage)
+            result = evaluate(network, batches, num_classes, inferer, montage)
             size = network.pruned(options["depth"]) if "depth" in options else network
             rows.append(
                 {
