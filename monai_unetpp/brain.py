@@ -243,8 +243,8 @@ def synthetic_variation(
 
     The fixed validation and test variants are whole volumes made by this. Training applies the same two halves
     with a crop between them (the bundle's ``train.json``): flip, bias field and contrast on the whole volume, then
-    geometry, resolution loss and noise on the patch, so that training draws and held-out variants share one
-    recipe. Stronger resolution loss and noise than these erase much of the thin sulcal CSF at 2 mm.
+    geometry, resolution loss, noise and skull stripping on the patch, so that training draws and held-out variants
+    share one recipe. Stronger resolution loss and noise than these erase much of the thin sulcal CSF at 2 mm.
 
     Args:
         keys: the image and label keys.
