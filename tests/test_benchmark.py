@@ -33,7 +33,8 @@ def test_quick_run_measures_both_networks_and_writes_json(bench, tmp_path, capsy
     assert report["parameters"]["ours"] == report["parameters"]["monai"]
     for check in report["checks"].values():
         flops = check["forward_flops_per_sample"]
-        assert flops["ours"] == flops["monai"] > 0
+        # the same architecture; ours folds upsamplings into convolutions where that saves work
+        assert 0 < flops["ours"] <= flops["monai"]
         assert check["max_abs_output_difference"] < 1e-4
     tasks = {(row["task"], row["net"]) for row in report["rows"]}
     for dims in (2, 3):

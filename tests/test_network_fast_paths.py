@@ -1,6 +1,6 @@
-"""The network's fast paths compute what the plain layers compute: split convolutions, the oneDNN grouping of
-batch-1 3D convolutions, the CPU instance norm, checkpointing, and the whole network against MONAI's
-BasicUNetPlusPlus holding the same weights."""
+"""The network's fast paths compute what the plain layers compute: split convolutions, the upsampling folded into
+the next convolution, the oneDNN grouping of batch-1 3D convolutions, the CPU instance norm, checkpointing, and the
+whole network against MONAI's BasicUNetPlusPlus holding the same weights."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import BasicUNetPlusPlus
 
 from monai_unetpp import UNetPlusPlus
-from monai_unetpp.networks.blocks import ConvNormAct, InstanceNorm, conv_nd
+from monai_unetpp.networks.blocks import ConvNormAct, InstanceNorm, conv_nd, upsampled_conv
 
 # A smooth activation: with LeakyReLU a rounding difference that moves a value across 0 changes its gradient by
 # 0.9x, so float32 gradients of two equal computations are only comparable away from the kink.
@@ -66,6 +66,53 @@ def test_split_convolution_equals_convolution_of_the_concatenation(shape):
     for (name, a), b in zip(ours.named_parameters(), reference.parameters(), strict=True):
         if name != "conv.bias":  # the bias before instance norm has a zero gradient: only rounding is left
             assert relative_error(a.grad, b.grad) < 1e-5, name
+
+
+@pytest.mark.parametrize(
+    "shape,kernel_size,bias",
+    [
+        ((1, 16, 8, 6, 7), 3, True),  # batch-1 3D: the transposed convolution takes the oneDNN grouping
+        ((2, 4, 5, 6, 4), 3, False),
+        ((2, 4, 5, 6, 4), 5, True),
+        ((1, 4, 6, 9), 3, True),
+        ((2, 4, 7), 1, True),
+    ],
+    ids=["3d-batch1", "3d-no-bias", "3d-kernel5", "2d", "1d-kernel1"],
+)
+def test_folded_upsampling_equals_convolution_of_the_deconvolution(shape, kernel_size, bias):
+    dims = len(shape) - 2
+    below = seeded(*shape).requires_grad_()
+    up_weight = (0.3 * seeded(shape[1], 8, *[2] * dims, seed=1)).requires_grad_()
+    up_bias = seeded(8, seed=2).requires_grad_() if bias else None
+    weight = (0.1 * seeded(32, 8, *[kernel_size] * dims, seed=3)).requires_grad_()
+    padding = [kernel_size // 2] * dims
+    leaves = [t for t in (below, up_weight, up_bias, weight) if t is not None]
+
+    y = upsampled_conv(below, up_weight, up_bias, weight, padding)
+    deconv = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[dims - 1]
+    conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
+    y_ref = conv(deconv(below, up_weight, up_bias, stride=2), weight, padding=padding)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    g = seeded(*y.shape, seed=4)
+    grads = torch.autograd.grad(y, leaves, g)
+    grads_ref = torch.autograd.grad(y_ref, leaves, g)
+    for a, b in zip(grads, grads_ref, strict=True):
+        assert relative_error(a, b) < 1e-5
+
+
+def test_network_folds_the_upsampling_where_it_saves_work():
+    net = UNetPlusPlus(3, 1, 2, features=(16, 16, 32, 64), deep_supervision=True)
+    ran: list[str] = []
+    for name, module in net.named_modules():
+        if name.endswith(".up"):
+            module.register_forward_hook(lambda m, i, o, name=name: ran.append(name))
+    net(seeded(1, 1, 32, 32, 32))
+    # X^{0,j} and X^{1,j} fold their deconvolution; at level 2 (8^3 voxels, 64 -> 32 channels) computing the
+    # folded kernel would cost more than it saves
+    assert ran == ["decoder.0.2.up"]
+    ran.clear()
+    net(seeded(1, 1, 32, 30, 33))  # odd sizes: the upsampled tensor is cropped, so nothing folds
+    assert len(ran) == 6
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")

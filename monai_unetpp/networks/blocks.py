@@ -6,7 +6,11 @@
   a list of inputs: UNet++ feeds every decoder node the concatenation ``[X^{i,0}, ..., X^{i,j-1}, Up(...)]``; a
   convolution of a concatenation is the sum of the convolutions of its parts with the matching slices of the
   weight, so no concatenated copy is ever made or kept for backward.
-- :func:`conv_nd` sends the batch-1 3D convolutions that PyTorch would run on its slow CPU kernel to oneDNN.
+- :func:`upsampled_conv` folds the 2x deconvolution that feeds a decoder node into that node's convolution: one
+  stride-2 transposed convolution of the coarse tensor, with 8 instead of 27 + 1 multiply-adds per output voxel and
+  channel pair in 3D.
+- :func:`conv_nd` and :func:`conv_transpose_nd` send the batch-1 3D convolutions that PyTorch would run on its slow
+  CPU kernels to oneDNN.
 - :class:`InstanceNorm` computes instance norm on CPU as a group norm with one channel per group.
 """
 
@@ -19,7 +23,7 @@ from monai.networks.blocks import ADN
 from monai.networks.layers.factories import Conv
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["ConvBlock", "ConvNormAct", "InstanceNorm", "conv_nd"]
+__all__ = ["ConvBlock", "ConvNormAct", "InstanceNorm", "conv_nd", "conv_transpose_nd", "upsampled_conv", "folding_pays"]
 
 
 @torch.jit.unused
@@ -29,16 +33,20 @@ def _exporting():
     return torch.compiler.is_exporting()
 
 
+def eager() -> bool:
+    """Whether this forward runs eagerly (or scripted), not traced or exported: an exported graph must serve every
+    input shape, so shape-dependent fast paths keep the plain operations there."""
+    return not torch.jit.is_tracing() and (torch.jit.is_scripting() or not _exporting())
+
+
 def _takes_slow_cpu_kernel(x: torch.Tensor, out_channels: int) -> bool:
     # PyTorch runs a float32 CPU convolution on oneDNN only if the batch is larger than 1 or N * C * D * H exceeds
     # 20480 (``ConvParams::use_mkldnn`` in aten/src/ATen/native/Convolution.cpp, a threshold tuned for 2D images). A
     # batch-1 3D tensor below it, e.g. every level under the first of a 32^3 patch, otherwise runs the im2col kernel
     # ``slow_conv3d`` whose forward and backward are 2.5-3.5x slower for these shapes.
     return (
-        # an exported graph must serve every input shape, so it keeps the plain convolution (tested first: a test of
-        # a shape would fix that shape in the exported graph)
-        not torch.jit.is_tracing()
-        and (torch.jit.is_scripting() or not _exporting())
+        # tested first: a test of a shape would fix that shape in an exported graph
+        eager()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.dim() == 5
@@ -66,6 +74,79 @@ def conv_nd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pa
     if x.dim() == 4:
         return F.conv2d(x, weight, bias, padding=padding)
     return F.conv1d(x, weight, bias, padding=padding)
+
+
+def conv_transpose_nd(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: list[int]) -> torch.Tensor:
+    """Transposed convolution of ``x`` (1D, 2D or 3D by its rank) with ``weight`` ``(in, out, *kernel)``, without
+    bias; batch-1 3D inputs that PyTorch would run on its slow CPU kernel take oneDNN as in :func:`conv_nd`."""
+    if x.dim() == 5:
+        if _takes_slow_cpu_kernel(x, weight.shape[1]):
+            half = weight.shape[1] // 2
+            grouped = torch.cat([weight[:, :half], weight[:, half:]], dim=0)
+            return F.conv_transpose3d(torch.cat([x, x], dim=1), grouped, stride=stride, padding=padding, groups=2)
+        return F.conv_transpose3d(x, weight, stride=stride, padding=padding)
+    if x.dim() == 4:
+        return F.conv_transpose2d(x, weight, stride=stride, padding=padding)
+    return F.conv_transpose1d(x, weight, stride=stride, padding=padding)
+
+
+def folding_pays(below: torch.Tensor, up_channels: int, out_channels: int, kernel_size: int) -> bool:
+    """Whether :func:`upsampled_conv` needs fewer multiply-adds than a deconvolution of ``below`` to
+    ``up_channels`` followed by a ``kernel_size`` convolution to ``out_channels``: it saves them per output voxel
+    but pays once per call for its kernel, which dominates for small inputs of wide deep levels."""
+    dims = below.dim() - 2
+    below_channels = below.shape[1]
+    fine_voxels = below.numel() // below_channels * 2**dims  # over the batch
+    folded = fine_voxels * below_channels * out_channels * ((kernel_size + 1) // 2) ** dims
+    folded += below_channels * up_channels * out_channels * (2 * kernel_size) ** dims  # the folded kernel
+    plain = fine_voxels * up_channels * (out_channels * kernel_size**dims + below_channels)
+    return folded < plain
+
+
+def upsampled_conv(
+    below: torch.Tensor,
+    up_weight: torch.Tensor,
+    up_bias: torch.Tensor | None,
+    weight: torch.Tensor,
+    padding: list[int],
+) -> torch.Tensor:
+    """``conv_nd(deconv(below), weight)`` without the upsampled tensor, where ``deconv`` is a transposed
+    convolution with kernel 2 and stride 2 (``up_weight``, ``up_bias``), as MONAI's ``UpSample(mode="deconv")``.
+
+    Along each axis a k-tap convolution of a 2x deconvolution is a (k+1)-tap transposed convolution of the coarse
+    tensor with stride 2, whose kernel is the full convolution of the two kernels (the deconvolution's channels
+    summed out). In 3D with k = 3 that is 8 multiply-adds per output voxel and channel pair instead of 27 plus the
+    deconvolution's one, and neither the upsampled tensor nor its copy for backward exists. The deconvolution's
+    bias is constant inside the volume, so its convolution is the convolution of a field of ones, which keeps the
+    zero padding at the borders exact.
+    """
+    spatial = list(range(2, weight.dim()))
+    kernel_in_out = weight.transpose(0, 1).flip(spatial)  # (up, out, *k): a transposed convolution's layout
+    if weight.dim() == 5:
+        kernel = F.conv_transpose3d(up_weight, kernel_in_out)
+    elif weight.dim() == 4:
+        kernel = F.conv_transpose2d(up_weight, kernel_in_out)
+    else:
+        kernel = F.conv_transpose1d(up_weight, kernel_in_out)
+    y = conv_transpose_nd(below, kernel, 2, padding)
+    if up_bias is not None:
+        shape = [1, -1] + [1] * len(spatial)
+        bias_kernel = (weight * up_bias.view(shape)).sum(dim=1)  # (out, *k)
+        y = y.add_(_conv_of_ones(bias_kernel, list(y.shape[2:]), padding))
+    return y
+
+
+def _conv_of_ones(kernel: torch.Tensor, shape: list[int], padding: list[int]) -> torch.Tensor:
+    """The zero-padded convolution of a field of ones of spatial ``shape`` with ``kernel`` ``(out, *k)``: a sum of
+    the kernel's taps that fall inside the volume, which is separable, so it is built one axis at a time."""
+    field = kernel
+    for axis in range(len(shape)):
+        taps = kernel.shape[axis + 1]
+        reach = torch.arange(shape[axis], device=kernel.device).unsqueeze(1) + torch.arange(taps, device=kernel.device)
+        reach = reach - padding[axis]
+        inside = ((reach >= 0) & (reach < shape[axis])).to(kernel.dtype)  # (size, taps)
+        field = torch.matmul(field.movedim(axis + 1, -1), inside.t()).movedim(-1, axis + 1)
+    return field
 
 
 class InstanceNorm(nn.modules.instancenorm._InstanceNorm):
@@ -141,7 +222,15 @@ class ConvNormAct(nn.Module):
             self.adn.N = _fast_instance_norm(self.adn.N)
         self.padding = [kernel_size // 2] * spatial_dims
 
-    def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        parts: list[torch.Tensor],
+        below: torch.Tensor | None = None,
+        up_weight: torch.Tensor | None = None,
+        up_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``parts`` are the first inputs; with ``below``, the last input is ``below`` upsampled by a 2x
+        deconvolution with ``up_weight`` and ``up_bias`` (see :func:`upsampled_conv`)."""
         weight = self.conv.weight
         y = conv_nd(parts[0], weight.narrow(1, 0, parts[0].shape[1]), self.conv.bias, self.padding)
         start = parts[0].shape[1]
@@ -149,6 +238,9 @@ class ConvNormAct(nn.Module):
             # in place: the partial sum is no tensor that autograd saved
             y = y.add_(conv_nd(part, weight.narrow(1, start, part.shape[1]), None, self.padding))
             start += part.shape[1]
+        if below is not None and up_weight is not None:
+            up_part = weight.narrow(1, start, up_weight.shape[1])
+            y = y.add_(upsampled_conv(below, up_weight, up_bias, up_part, self.padding))
         return self.adn(y)
 
 
@@ -177,14 +269,33 @@ class ConvBlock(nn.Module):
         self.conv_1 = ConvNormAct(spatial_dims, out_channels, out_channels, **layer_args)
         self.checkpointing = checkpointing
 
-    def _forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        return self.conv_1([self.conv_0(parts)])
+    def _forward(
+        self,
+        parts: list[torch.Tensor],
+        below: torch.Tensor | None,
+        up_weight: torch.Tensor | None,
+        up_bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return self.conv_1([self.conv_0(parts, below, up_weight, up_bias)])
 
     @torch.jit.unused
-    def _checkpointed(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        return checkpoint(self._forward, parts, use_reentrant=False)
+    def _checkpointed(
+        self,
+        parts: list[torch.Tensor],
+        below: torch.Tensor | None,
+        up_weight: torch.Tensor | None,
+        up_bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return checkpoint(self._forward, parts, below, up_weight, up_bias, use_reentrant=False)
 
-    def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        parts: list[torch.Tensor],
+        below: torch.Tensor | None = None,
+        up_weight: torch.Tensor | None = None,
+        up_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The node's inputs are ``parts``, then, if given, ``below`` upsampled (see :meth:`ConvNormAct.forward`)."""
         if self.checkpointing and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return self._checkpointed(parts)
-        return self._forward(parts)
+            return self._checkpointed(parts, below, up_weight, up_bias)
+        return self._forward(parts, below, up_weight, up_bias)

@@ -17,7 +17,7 @@ import torch.nn as nn
 from monai.networks.blocks import UpSample
 from monai.networks.layers.factories import Conv, Pool, split_args
 
-from .blocks import ConvBlock
+from .blocks import ConvBlock, eager, folding_pays
 
 __all__ = ["UNetPlusPlus", "UNetPP", "UnetPlusPlus", "unetplusplus", "INFERENCE_MODES", "PRESETS"]
 
@@ -59,6 +59,10 @@ class EncoderNode(nn.Module):
 class NestedNode(nn.Module):
     """X^{i,j}, j > 0: ``H([X^{i,0}, ..., X^{i,j-1}, Up(X^{i+1,j-1})])``.
 
+    With deconvolution upsampling, the block's first convolution reads X^{i+1,j-1} itself and folds ``Up`` into its
+    own kernel (:func:`monai_unetpp.networks.blocks.upsampled_conv`) wherever that needs fewer operations and the
+    skip is exactly twice the size of the tensor below (no crop).
+
     Args:
         spatial_dims: number of spatial dimensions.
         below_channels: width of the node below, X^{i+1,j-1}.
@@ -83,10 +87,21 @@ class NestedNode(nn.Module):
             bias=block_args["bias"],
         )
         self.block = ConvBlock(spatial_dims, channels * (column + 1), channels, **block_args)
+        self.channels = channels
+        self.kernel_size = block_args["kernel_size"]
+
+    def _folds_upsampling(self, below: torch.Tensor, skip: torch.Tensor) -> bool:
+        for d in range(2, below.dim()):
+            if skip.shape[d] != 2 * below.shape[d]:
+                return False
+        return eager() and folding_pays(below, self.channels, self.channels, self.kernel_size)
 
     def forward(self, below: torch.Tensor, same_level: list[torch.Tensor]) -> torch.Tensor:
-        up = self.up(below)
         ref = same_level[0]
+        if hasattr(self.up, "deconv") and self._folds_upsampling(below, ref):
+            # a copy: the caller appends to its list, and a checkpointed block reads its inputs again in backward
+            return self.block(list(same_level), below, self.up.deconv.weight, self.up.deconv.bias)
+        up = self.up(below)
         for d in range(2, up.dim()):
             if up.shape[d] != ref.shape[d]:
                 up = up.narrow(d, 0, ref.shape[d])
