@@ -454,7 +454,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             flops = info["forward_flops_per_sample"]
             print(
                 f"{spatial_dims}D {precision}: forward GFLOPs per {patch}-voxel-side sample: ours "
-                f"{flops[OURS] / 1e9:.2f}, MONAI {flops[MONAI] / 1e9:.2f}; max |ours - MONAI| "
+                f"{flops[OURS] / 1e9:.2f}, MONAI {flops[MONAI] / 1e9:.2f} ({flops[OURS] / flops[MONAI]:.2f}); "
+                f"max |ours - MONAI| "
                 f"{info['max_abs_output_difference']:.2e}; conv kernels {info.get('conv_kernels', '-')}",
                 flush=True,
             )

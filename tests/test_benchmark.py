@@ -1,4 +1,4 @@
-"""benchmarks/benchmark.py runs end to end at tiny sizes (a smoke test: no timing is asserted)."""
+"""The scripts in benchmarks/ run end to end at tiny sizes (smoke tests: no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "benchmark.py"
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
-@pytest.fixture
-def bench():
-    spec = importlib.util.spec_from_file_location("unetpp_benchmark", BENCHMARK)
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"unetpp_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -23,6 +22,16 @@ def bench():
     yield module
     torch.set_num_threads(threads)
     del sys.modules[spec.name]
+
+
+@pytest.fixture
+def bench():
+    yield from load_script("benchmark")
+
+
+@pytest.fixture
+def conv_floor():
+    yield from load_script("cpu_conv_floor")
 
 
 def test_quick_run_measures_both_networks_and_writes_json(bench, tmp_path, capsys):
@@ -55,3 +64,11 @@ def test_settings_follow_the_device_and_the_flags(bench):
     assert (gpu.batch, gpu.patch, gpu.volume, gpu.repeats) == (2, 96, (128, 128, 96), 3)
     assert gpu.sw_sizes() == ((128, 128, 96), 96)
     assert "bf16+compile" in gpu.precisions
+
+
+def test_conv_floor_measures_direct_and_winograd_convolutions(conv_floor, capsys):
+    (row,) = conv_floor.main(["--quick"])
+    assert row["direct_forward_gflops"] > 0 and row["winograd_gemm_s"] > 0 and row["winograd_transforms_s"] > 0
+    # Winograd F(4, 3) is exact up to float32 rounding, amplified by its transforms
+    assert row["winograd_relative_error"] < 1e-4
+    assert "| 16 |" in capsys.readouterr().out
