@@ -226,6 +226,19 @@ def test_torch_compile_matches_eager():
         torch.testing.assert_close(compiled(x), net(x), rtol=1e-5, atol=1e-5)
 
 
+def test_torch_compile_captures_training_and_inference_in_one_graph():
+    # batch-1 3D, widths of 16: the oneDNN grouping, the folded upsampling and the CPU instance norm all apply
+    net = UNetPlusPlus(3, 1, 2, features=(16, 16, 32), deep_supervision=True)
+    x = seeded_input(1, 1, 32, 32, 32)
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")  # fullgraph: a graph break is an error
+    heads, heads_ref = compiled.train()(x), net.train()(x)
+    for a, b in zip(heads, heads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    sum(h.square().mean() for h in heads).backward()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.eval()(x, depth=1), net.eval()(x, depth=1), rtol=1e-5, atol=1e-5)
+
+
 def test_monai_verify_net_in_out_style_eval_returns_one_tensor():
     from monai.inferers import SlidingWindowInferer
 
