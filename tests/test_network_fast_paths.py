@@ -71,7 +71,7 @@ def test_split_convolution_equals_convolution_of_the_concatenation(shape):
 @pytest.mark.parametrize(
     "shape,kernel_size,bias",
     [
-        ((1, 16, 8, 6, 7), 3, True),  # batch-1 3D: the transposed convolution takes the oneDNN grouping
+        ((1, 16, 8, 6, 7), 3, True),
         ((2, 4, 5, 6, 4), 3, False),
         ((2, 4, 5, 6, 4), 5, True),
         ((1, 4, 6, 9), 3, True),
@@ -227,6 +227,27 @@ def test_scripted_network_takes_the_same_fast_paths():
         torch.testing.assert_close(a, b)
     with torch.no_grad():
         torch.testing.assert_close(scripted.eval()(x, depth=1), net.eval()(x, depth=1))
+
+
+@pytest.mark.parametrize("upsample", ["deconv", "nontrainable", "pixelshuffle"])
+def test_every_upsampling_scripts(upsample):
+    # only deconvolutions fold: the scripted forward must compile without the folded branch's module for the others
+    net = UNetPlusPlus(3, 1, 2, features=(16, 16), upsample=upsample).eval()
+    x = seeded(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(copy.deepcopy(net))(x), net(x))
+
+
+def test_bf16_autocast_takes_the_fast_paths_and_stays_close_to_float32():
+    net = UNetPlusPlus(3, 1, 2, features=(16, 16, 32), deep_supervision=True)
+    x = seeded(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        reference = net.train()(x)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        heads = net(x)
+    sum(h.float().square().mean() for h in heads).backward()
+    assert relative_error(heads[0].float(), reference) < 5e-2
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
 def test_onnx_export_keeps_plain_convolutions_and_a_dynamic_batch(tmp_path):

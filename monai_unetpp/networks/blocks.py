@@ -7,10 +7,8 @@
   convolution of a concatenation is the sum of the convolutions of its parts with the matching slices of the
   weight, so no concatenated copy is ever made or kept for backward.
 - :func:`upsampled_conv` folds the 2x deconvolution that feeds a decoder node into that node's convolution: one
-  stride-2 transposed convolution of the coarse tensor, with 8 instead of 27 + 1 multiply-adds per output voxel and
-  channel pair in 3D.
-- :func:`conv_nd` and :func:`conv_transpose_nd` send the batch-1 3D convolutions that PyTorch would run on its slow
-  CPU kernels to oneDNN.
+  stride-2 transposed convolution of the coarse tensor, without the upsampled tensor.
+- :func:`conv_nd` sends the batch-1 3D convolutions that PyTorch would run on its slow CPU kernel to oneDNN.
 - :class:`InstanceNorm` computes instance norm on CPU as a group norm with one channel per group.
 """
 
@@ -23,7 +21,7 @@ from monai.networks.blocks import ADN
 from monai.networks.layers.factories import Conv
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["ConvBlock", "ConvNormAct", "InstanceNorm", "conv_nd", "conv_transpose_nd", "upsampled_conv", "folding_pays"]
+__all__ = ["ConvBlock", "ConvNormAct", "InstanceNorm", "conv_nd", "folding_pays", "upsampled_conv"]
 
 
 @torch.jit.unused
@@ -33,29 +31,39 @@ def _exporting():
     return torch.compiler.is_exporting()
 
 
-def eager() -> bool:
-    """Whether this forward runs eagerly (or scripted), not traced or exported: an exported graph must serve every
-    input shape, so shape-dependent fast paths keep the plain operations there."""
+@torch.jit.unused
+def _autocast_on_cpu():
+    # type: () -> bool
+    # (TorchScript knows only the deprecated torch.is_autocast_cpu_enabled(), and scripted code ignores autocast)
+    return torch.is_autocast_enabled("cpu")
+
+
+def may_specialize_on_shapes() -> bool:
+    """Whether this forward may take paths chosen by input shape: yes when eager or scripted, no when traced or
+    exported, since an exported graph must serve every input shape."""
     return not torch.jit.is_tracing() and (torch.jit.is_scripting() or not _exporting())
 
 
-def _takes_slow_cpu_kernel(x: torch.Tensor, out_channels: int) -> bool:
-    # PyTorch runs a float32 CPU convolution on oneDNN only if the batch is larger than 1 or N * C * D * H exceeds
-    # 20480 (``ConvParams::use_mkldnn`` in aten/src/ATen/native/Convolution.cpp, a threshold tuned for 2D images). A
-    # batch-1 3D tensor below it, e.g. every level under the first of a 32^3 patch, otherwise runs the im2col kernel
-    # ``slow_conv3d`` whose forward and backward are 2.5-3.5x slower for these shapes.
+def _takes_slow_cpu_kernel(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # PyTorch runs a float32 CPU convolution on oneDNN only if the batch is larger than 1, N * C * D * H exceeds 20480
+    # or the kernel's last two sides exceed 3 (``ConvParams::use_mkldnn`` in aten/src/ATen/native/Convolution.cpp, a
+    # threshold tuned for 2D images). A batch-1 3D tensor below it, e.g. every level under the first of a 32^3 patch,
+    # otherwise runs the im2col kernel ``slow_conv3d`` whose forward and backward are 2.5-3.5x slower here.
     return (
         # tested first: a test of a shape would fix that shape in an exported graph
-        eager()
+        may_specialize_on_shapes()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
+        # autocast runs the convolution in bfloat16, always on oneDNN
+        and (torch.jit.is_scripting() or not _autocast_on_cpu())
         and x.dim() == 5
         and x.shape[0] == 1
         and x.shape[1] * x.shape[2] * x.shape[3] <= 20480
+        and (weight.shape[-1] <= 3 or weight.shape[-2] <= 3)
         # oneDNN's direct kernels work on blocks of 16 channels per group; smaller groups get its gemm kernels,
         # which were several times slower than PyTorch's own kernels on a busy 2-core machine
         and x.shape[1] % 16 == 0
-        and out_channels % 32 == 0
+        and weight.shape[0] % 32 == 0
     )
 
 
@@ -68,7 +76,7 @@ def conv_nd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pa
     since only small tensors take that path.
     """
     if x.dim() == 5:
-        if _takes_slow_cpu_kernel(x, weight.shape[0]):
+        if _takes_slow_cpu_kernel(x, weight):
             return F.conv3d(torch.cat([x, x], dim=1), weight, bias, padding=padding, groups=2)
         return F.conv3d(x, weight, bias, padding=padding)
     if x.dim() == 4:
@@ -76,14 +84,8 @@ def conv_nd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pa
     return F.conv1d(x, weight, bias, padding=padding)
 
 
-def conv_transpose_nd(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: list[int]) -> torch.Tensor:
-    """Transposed convolution of ``x`` (1D, 2D or 3D by its rank) with ``weight`` ``(in, out, *kernel)``, without
-    bias; batch-1 3D inputs that PyTorch would run on its slow CPU kernel take oneDNN as in :func:`conv_nd`."""
+def _conv_transpose(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: list[int]) -> torch.Tensor:
     if x.dim() == 5:
-        if _takes_slow_cpu_kernel(x, weight.shape[1]):
-            half = weight.shape[1] // 2
-            grouped = torch.cat([weight[:, :half], weight[:, half:]], dim=0)
-            return F.conv_transpose3d(torch.cat([x, x], dim=1), grouped, stride=stride, padding=padding, groups=2)
         return F.conv_transpose3d(x, weight, stride=stride, padding=padding)
     if x.dim() == 4:
         return F.conv_transpose2d(x, weight, stride=stride, padding=padding)
@@ -115,20 +117,16 @@ def upsampled_conv(
 
     Along each axis a k-tap convolution of a 2x deconvolution is a (k+1)-tap transposed convolution of the coarse
     tensor with stride 2, whose kernel is the full convolution of the two kernels (the deconvolution's channels
-    summed out). In 3D with k = 3 that is 8 multiply-adds per output voxel and channel pair instead of 27 plus the
-    deconvolution's one, and neither the upsampled tensor nor its copy for backward exists. The deconvolution's
-    bias is constant inside the volume, so its convolution is the convolution of a field of ones, which keeps the
-    zero padding at the borders exact.
+    summed out). Per output voxel, in 3D with k = 3, that is 8 multiply-adds per pair of channels (below, out)
+    instead of 27 per pair (up, out) plus the deconvolution's 1 per pair (below, up), and neither the upsampled
+    tensor nor its copy for backward exists. The deconvolution's bias is constant inside the volume, so its
+    convolution is the convolution of a field of ones, which keeps the zero padding at the borders exact.
     """
     spatial = list(range(2, weight.dim()))
-    kernel_in_out = weight.transpose(0, 1).flip(spatial)  # (up, out, *k): a transposed convolution's layout
-    if weight.dim() == 5:
-        kernel = F.conv_transpose3d(up_weight, kernel_in_out)
-    elif weight.dim() == 4:
-        kernel = F.conv_transpose2d(up_weight, kernel_in_out)
-    else:
-        kernel = F.conv_transpose1d(up_weight, kernel_in_out)
-    y = conv_transpose_nd(below, kernel, 2, padding)
+    # the full convolution of the two kernels, as a transposed convolution of the deconvolution's weight
+    # (in: below, channels: up) with the flipped weight in a transposed convolution's (up, out, *k) layout
+    kernel = _conv_transpose(up_weight, weight.transpose(0, 1).flip(spatial), 1, [0] * len(spatial))
+    y = _conv_transpose(below, kernel, 2, padding)
     if up_bias is not None:
         shape = [1, -1] + [1] * len(spatial)
         bias_kernel = (weight * up_bias.view(shape)).sum(dim=1)  # (out, *k)
@@ -238,7 +236,9 @@ class ConvNormAct(nn.Module):
             # in place: the partial sum is no tensor that autograd saved
             y = y.add_(conv_nd(part, weight.narrow(1, start, part.shape[1]), None, self.padding))
             start += part.shape[1]
-        if below is not None and up_weight is not None:
+        if below is not None:
+            if up_weight is None:
+                raise ValueError("below needs up_weight, the weight of the deconvolution that upsamples it.")
             up_part = weight.narrow(1, start, up_weight.shape[1])
             y = y.add_(upsampled_conv(below, up_weight, up_bias, up_part, self.padding))
         return self.adn(y)

@@ -17,7 +17,7 @@ import torch.nn as nn
 from monai.networks.blocks import UpSample
 from monai.networks.layers.factories import Conv, Pool, split_args
 
-from .blocks import ConvBlock, eager, folding_pays
+from .blocks import ConvBlock, folding_pays, may_specialize_on_shapes
 
 __all__ = ["UNetPlusPlus", "UNetPP", "UnetPlusPlus", "unetplusplus", "INFERENCE_MODES", "PRESETS"]
 
@@ -91,7 +91,7 @@ class NestedNode(nn.Module):
         self.kernel_size = block_args["kernel_size"]
 
     def _folds_upsampling(self, below: torch.Tensor, skip: torch.Tensor) -> bool:
-        if not eager():  # first: a test of a shape would fix that shape in an exported graph
+        if not may_specialize_on_shapes():  # first: a test of a shape would fix that shape in an exported graph
             return False
         for d in range(2, below.dim()):
             if skip.shape[d] != 2 * below.shape[d]:
