@@ -48,6 +48,7 @@ TILE, TAPS = 4, 6  # output voxels and input voxels per tile side
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -85,7 +86,8 @@ def winograd_output(m: torch.Tensor, a_t: torch.Tensor, shape: Sequence[int]) ->
     return y.permute(3, 4, 2, 5, 1, 6, 0).reshape(o, d, h, w)
 
 
-def measure(channels: int, size: int, threads: int, repeats: int) -> dict:
+def measure(channels: int, size: int, repeats: int) -> dict:
+    """Direct and Winograd 3x3x3 convolution of a ``(1, channels, size^3)`` input to 32 channels."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, channels, size, size, size, generator=generator)
     weight = torch.randn(32, channels, 3, 3, 3, generator=generator) / (27 * channels) ** 0.5
@@ -105,7 +107,7 @@ def measure(channels: int, size: int, threads: int, repeats: int) -> dict:
     x.requires_grad_(True)
     weight.requires_grad_(True)
     grad = torch.randn_like(direct)
-    training = median_seconds(lambda: F.conv3d(x, weight, padding=1).backward(grad), repeats)
+    training = median_seconds(lambda: torch.autograd.grad(F.conv3d(x, weight, padding=1), (x, weight), grad), repeats)
     return {
         "in_channels": channels,
         "direct_forward_s": forward,
@@ -117,12 +119,14 @@ def measure(channels: int, size: int, threads: int, repeats: int) -> dict:
     }
 
 
-def matmul_gflops(repeats: int, n: int = 2048) -> float:
+def matmul_gflops(repeats: int, n: int) -> float:
+    """Speed of an ``n x n`` float32 ``torch.mm``."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     return 2 * n**3 / median_seconds(lambda: torch.mm(a, b), repeats) / 1e9
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """Print the table and return its rows."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--size", type=int, default=32, help="patch side, a multiple of 4 (default 32)")
@@ -136,15 +140,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         parser.error(f"--size must be a multiple of {TILE}, got {args.size}.")
     torch.set_num_threads(args.threads)
 
-    matmul = matmul_gflops(args.repeats, 256 if args.quick else 2048)
-    print(f"torch {torch.__version__}, {args.threads} threads, float32 torch.mm (2048^2) {matmul:.0f} GFLOP/s")
+    n = 256 if args.quick else 2048
+    matmul = matmul_gflops(args.repeats, n)
+    print(f"torch {torch.__version__}, {args.threads} threads, float32 torch.mm ({n}^2) {matmul:.0f} GFLOP/s")
     print(f"3x3x3 convolution, 1 x C x {args.size}^3 -> 32 channels")
     columns = ["C", "direct fwd ms", "fwd GFLOP/s", "vs torch.mm", "fwd+bwd GFLOP/s", "Winograd products ms"]
     print("| " + " | ".join(columns + ["transforms ms", "error"]) + " |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for channels in args.channels:
-        r = measure(channels, args.size, args.threads, args.repeats)
+        r = measure(channels, args.size, args.repeats)
         rows.append(r)
         print(
             f"| {channels} | {1e3 * r['direct_forward_s']:.1f} | {r['direct_forward_gflops']:.0f} "
