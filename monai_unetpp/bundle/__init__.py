@@ -5,9 +5,9 @@ report, command-line flags; ``python -m monai_unetpp.bundle.demo`` trains a bund
 
 from __future__ import annotations
 
+from ..utils import to_bool
 from .checkpoint import BestCheckpointSaver, TrainingStateCheckpoint, atomic_save, collect_state
 from .handlers import ClassMetricsReport, ProgressBar
-from .utils import to_bool
 
 __all__ = [
     "BestCheckpointSaver",

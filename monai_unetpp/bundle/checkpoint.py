@@ -13,17 +13,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
-from .utils import to_bool
+from ..utils import atomic_file, is_main_process, to_bool, unwrap_network
 
 __all__ = ["atomic_save", "collect_state", "BestCheckpointSaver", "TrainingStateCheckpoint"]
 
@@ -31,11 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` so that ``path`` is either the previous file or the complete new one.
-
-    The data goes to a temporary file in the target's folder (same file system, so the rename is atomic), is flushed
-    to disk, then renamed onto ``path`` with ``os.replace``. If anything fails the temporary file is removed and the
-    previous ``path`` is left untouched.
+    """``torch.save`` to ``path`` so that ``path`` is either the previous file or the complete new one
+    (:func:`monai_unetpp.utils.atomic_file`).
 
     Args:
         obj: what to save (typically a ``state_dict``).
@@ -44,27 +39,9 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     Returns:
         The target path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a model file is meant to be shared like other outputs
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
-    return path
-
-
-def _unwrap(obj: Any) -> Any:
-    while isinstance(obj, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-        obj = obj.module
-    return obj
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def collect_state(save_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,12 +54,8 @@ def collect_state(save_dict: Mapping[str, Any]) -> dict[str, Any]:
     """
     if not save_dict:
         raise ValueError("save_dict is empty: pass the objects to save, e.g. {'model': network}.")
-    states = {name: _unwrap(obj).state_dict() for name, obj in save_dict.items()}
+    states = {name: unwrap_network(obj).state_dict() for name, obj in save_dict.items()}
     return next(iter(states.values())) if len(states) == 1 else states
-
-
-def _is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 class BestCheckpointSaver:
@@ -146,7 +119,7 @@ class BestCheckpointSaver:
         if not improved:
             return
         self.best_metric, self.best_metric_epoch = value, int(engine.state.epoch)
-        if _is_main_process():
+        if is_main_process():
             atomic_save(collect_state(self.save_dict), self.path)
             logger.info(f"saved best model (metric {value:.4f} at epoch {self.best_metric_epoch}) to {self.path}")
 
@@ -212,7 +185,7 @@ class TrainingStateCheckpoint:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> None:
-        if _is_main_process():
+        if is_main_process():
             atomic_save(collect_state({**self.save_dict, self.engine_key: engine}), self.path)
             logger.info(f"saved the training state of epoch {engine.state.epoch} to {self.path}")
 

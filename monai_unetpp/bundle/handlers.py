@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar as IgniteProgressBar
 
-from .utils import to_bool
+from ..utils import is_main_process, to_bool
 
 __all__ = ["ClassMetricsReport", "ProgressBar"]
 
@@ -56,7 +55,7 @@ class ProgressBar:
         return {key: float(first[key]) for key in self.output_keys}
 
     def attach(self, engine: Engine) -> None:
-        if not self.enabled or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+        if not self.enabled or not is_main_process():
             return
         self.bar.attach(engine, output_transform=self._show if self.output_keys else None)
 
@@ -131,7 +130,7 @@ class ClassMetricsReport:
             f"{row['class']:<{width}}  " + "  ".join(f"{row[n]:>14.4f}" for n in self.metric_names) for row in self.rows
         ]
         self.logger.info("per-class metrics (mean over cases):\n" + "\n".join(lines))
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if not is_main_process():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "w", newline="") as f:

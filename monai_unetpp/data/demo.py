@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from ..utils import atomic_folder
 
 __all__ = ["DEMO_DEFAULTS", "DEMO_NAME_PREFIX", "make_demo_dataset", "demo_label_names"]
 
@@ -114,22 +114,9 @@ def make_demo_dataset(
             f"{target} already exists and is not an empty folder; the demo dataset is only written to a new or empty "
             "folder. Choose another dataset_dir or remove the folder yourself."
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        _write_dataset(staging, spatial_dims, num_cases, num_test, shape, num_classes, seed)
-        try:
-            os.replace(staging, target)  # atomic; on POSIX replaces only a missing or empty folder
-        except OSError:
-            if (target / "dataset.json").is_file():
-                return target  # a concurrent writer finished first: keep its (identical) files
-            if not (target.is_dir() and not any(target.iterdir())):
-                raise
-            target.rmdir()  # platforms that do not rename onto an empty folder
-            os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return atomic_folder(
+        target, lambda staging: _write_dataset(staging, spatial_dims, num_cases, num_test, shape, num_classes, seed)
+    )
 
 
 def _write_dataset(

@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch.distributed as dist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["new_figure", "save_figure", "is_main_process"]
+from ..utils import atomic_file
+
+__all__ = ["new_figure", "save_figure"]
 
 DPI = 100
 
@@ -29,17 +30,6 @@ def new_figure(width_px: int, height_px: int) -> Figure:
 
 def save_figure(fig: Figure, filename: str | os.PathLike) -> Path:
     """Write ``fig`` as PNG so that readers never see a half-written file (temporary file, then ``os.replace``)."""
-    path = Path(filename)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(filename) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def is_main_process() -> bool:
-    """True unless this is a non-zero rank of an initialised ``torch.distributed`` job."""
-    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+    return Path(filename)

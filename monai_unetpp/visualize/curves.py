@@ -14,7 +14,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
-from ._figure import is_main_process, new_figure, save_figure
+from ..utils import is_main_process
+from ._figure import new_figure, save_figure
 
 __all__ = ["CurvePlotHandler", "plot_curves"]
 
