@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -32,6 +30,8 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandSimulateLowResolutiond,
 )
+
+from ..utils import atomic_folder
 
 __all__ = [
     "TISSUE_CLASSES",
@@ -312,10 +312,8 @@ def prepare_mni152_dataset(
 
     image, probabilities, affine = load_mni152_tissues(resolution)
     labels = np.argmax(probabilities, axis=0).astype(np.uint8)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it private; the dataset is meant to be shared like other outputs
+
+    def write(staging: Path) -> None:
         for sub in ("imagesTr", "labelsTr", "probabilitiesTr", "imagesTs", "labelsTs"):
             (staging / sub).mkdir()
         class_files = [f"mni152_{name.replace(' ', '_').lower()}.nii.gz" for name in TISSUE_CLASSES]
@@ -366,14 +364,6 @@ def prepare_mni152_dataset(
             "synthesis": synthesis,
         }
         (staging / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
-        if root.exists():
-            root.rmdir()  # empty, checked above
-        try:
-            staging.rename(root)
-        except OSError:
-            if not (root / "dataset.json").is_file():  # another process did not win the race: a real error
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+
+    atomic_folder(root, write)
     return str(root)
