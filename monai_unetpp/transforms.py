@@ -1,6 +1,7 @@
 # Copyright (c) monai-unetpp contributors
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Transforms for deep-supervision outputs in MONAI pipelines."""
+"""Transforms for UNet++ pipelines: deep-supervision outputs, resampling that is safe in a MONAI Label server,
+label values to channel indices, and the intensity normalisation of the MONAI Label tasks."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Transform
+from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityRanged, Spacingd, Transform
 
-__all__ = ["SelectHead", "SelectHeadd", "SelectHeadD", "SelectHeadDict"]
+from .networks.unetplusplus import reduce_heads
+
+__all__ = [
+    "PathSafeSpacingd",
+    "SelectHead",
+    "SelectHeadD",
+    "SelectHeadDict",
+    "SelectHeadd",
+    "SequentialLabelsd",
+    "scale_intensity",
+]
 
 
 class SelectHead(Transform):
@@ -19,7 +30,7 @@ class SelectHead(Transform):
 
     ``UNetPlusPlus`` returns its heads final first in training, so ``index=0`` (the default) is the final head:
     use it in trainer post-processing before metrics. ``index="mean"`` averages the heads (the paper's accurate
-    mode).
+    mode); both are :func:`monai_unetpp.networks.reduce_heads`. Another integer picks that head.
     """
 
     def __init__(self, index: int | str = 0) -> None:
@@ -33,7 +44,7 @@ class SelectHead(Transform):
         if not isinstance(heads, Sequence) or len(heads) == 0:
             raise ValueError(f"expected a Tensor or a non-empty list of head Tensors, got {type(heads).__name__}.")
         if self.index == "mean":
-            return torch.stack(list(heads)).mean(0)
+            return reduce_heads(list(heads), "mean")
         if not -len(heads) <= self.index < len(heads):
             raise ValueError(f"head index {self.index} is out of range for {len(heads)} heads.")
         return heads[self.index]
@@ -50,6 +61,80 @@ class SelectHeadd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.selector(d[key])
+        return d
+
+
+class PathSafeSpacingd(Spacingd):
+    """``Spacingd`` that leaves non-dictionary ``<key>_*`` entries such as ``image_path`` untouched.
+
+    Since MONAI 1.6, ``Spacingd`` refreshes every ``<key>_*`` entry of a NIfTI image as a metadata dictionary
+    (``d["image_meta_dict"].update(...)``). A MONAI Label server keeps the request's image as the string
+    ``d["image_path"]``, so plain ``Spacingd(keys="image")`` fails there with
+    ``'str' object has no attribute 'update'``. This transform sets such entries aside while resampling and puts
+    them back unchanged; metadata dictionaries are still refreshed. Arguments, results and ``inverse`` are those of
+    ``monai.transforms.Spacingd``.
+
+    Examples::
+
+        >>> spacing = PathSafeSpacingd(keys="image", pixdim=(1.5, 1.5, 2.0), mode="bilinear")
+        >>> out = spacing({"image": loaded_image, "image_path": "/data/studies/case1.nii.gz"})
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        d = dict(data)
+        prefixes = tuple(f"{key}_" for key in self.keys)
+        set_aside = {
+            k: d.pop(k)
+            for k in list(d)
+            if isinstance(k, str) and k.startswith(prefixes) and not isinstance(d[k], Mapping)
+        }
+        out = super().__call__(d, lazy=lazy)
+        out.update(set_aside)
+        return out
+
+
+def scale_intensity(intensity_range: Sequence[float] | None, keys: KeysCollection = "image") -> MapTransform:
+    """The intensity normalisation shared by the infer and train tasks.
+
+    Args:
+        intensity_range: ``(a_min, a_max)``, a window clipped and scaled to [0, 1] (e.g. a CT window), or None
+            for per-image z-score normalisation (any modality).
+        keys: the image key(s). Defaults to ``"image"``.
+    """
+    if intensity_range is None:
+        return NormalizeIntensityd(keys=keys)
+    if len(intensity_range) != 2 or not intensity_range[0] < intensity_range[1]:
+        raise ValueError(
+            f"intensity_range must be (a_min, a_max) with a_min < a_max, got {intensity_range}; "
+            "use None for z-score normalisation."
+        )
+    a_min, a_max = (float(v) for v in intensity_range)
+    return ScaleIntensityRanged(keys=keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
+
+
+class SequentialLabelsd(MapTransform):
+    """Map the declared label values, in ascending order, to channel indices 1..n; every other value becomes 0.
+
+    A label map annotated with values ``{"liver": 6, "spleen": 1}`` becomes 0 / 1 (spleen) / 2 (liver), the classes of
+    an ``n + 1``-channel network; voxels of structures the model does not declare count as background. The infer
+    task maps channel ``n`` back to the ``n``-th value. Works on Tensors and ``MetaTensor`` (metadata kept).
+    """
+
+    def __init__(self, keys: KeysCollection, values: Sequence[int], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        values = [int(v) for v in values]
+        if not values or min(values) < 1 or len(set(values)) != len(values):
+            raise ValueError(f"values must be distinct positive label values (0 is background), got {values}.")
+        self.values = sorted(values)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = torch.as_tensor(d[key])
+            out = torch.zeros_like(label)
+            for index, value in enumerate(self.values, start=1):
+                out[label == value] = index
+            d[key] = out
         return d
 
 

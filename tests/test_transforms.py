@@ -1,4 +1,4 @@
-"""Transforms of monai_unetpp.label that need MONAI only (the server tests cover the MONAI Label tasks)."""
+"""The transforms that bundles and the MONAI Label tasks share (the server tests run them inside MONAI Label)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirstd, LoadImaged, Spacingd
 
-from monai_unetpp.label import PathSafeSpacingd
-from monai_unetpp.label.transforms import SequentialLabelsd, scale_intensity
+from monai_unetpp.transforms import PathSafeSpacingd, SequentialLabelsd, scale_intensity
 
 
 @pytest.fixture

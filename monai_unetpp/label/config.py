@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
 
-from ..networks.unetplusplus import UNetPlusPlus
+from ..networks.unetplusplus import DEFAULT_FEATURES, UNetPlusPlus
+from .defaults import ROI_SIZE, TARGET_SPACING
 from .infer import UNetPlusPlusInferTask
 from .train import UNetPlusPlusTrainTask
 
@@ -56,19 +58,26 @@ class UNetPlusPlusSegmentation(TaskConfig):
     """
 
     labels: dict[str, int] = {"foreground": 1}
-    features: Sequence[int] = (32, 32, 64, 128, 256)
+    features: Sequence[int] = DEFAULT_FEATURES
     deep_supervision: bool = True
-    roi_size: Sequence[int] = (96, 96, 96)
-    target_spacing: Sequence[float] = (1.0, 1.0, 1.0)
+    roi_size: Sequence[int] = ROI_SIZE
+    target_spacing: Sequence[float] = TARGET_SPACING
     intensity_range: Sequence[float] | None = None
     inference_mode: str = "final"
-    pruning_depth: int | None = None
+    inference_depth: int | None = None
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
         super().init(name, model_dir, conf, planner, **kwargs)
         labels = conf.get("unetpp_labels")
         self.labels = parse_labels(labels) if labels else dict(type(self).labels)
-        for key in ("features", "roi_size", "target_spacing", "intensity_range", "pruning_depth"):
+        if conf.get("unetpp_pruning_depth") and not conf.get("unetpp_inference_depth"):
+            message = "--conf unetpp_pruning_depth is deprecated: use unetpp_inference_depth"
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            conf = {**conf, "unetpp_inference_depth": conf["unetpp_pruning_depth"]}
+        if getattr(self, "pruning_depth", None) is not None and self.inference_depth is None:
+            warnings.warn("the pruning_depth attribute is deprecated: set inference_depth", DeprecationWarning, 2)
+            self.inference_depth = self.pruning_depth
+        for key in ("features", "roi_size", "target_spacing", "intensity_range", "inference_depth"):
             if conf.get(f"unetpp_{key}"):
                 setattr(self, key, json.loads(conf[f"unetpp_{key}"]))
         if conf.get("unetpp_inference_mode"):
@@ -94,7 +103,7 @@ class UNetPlusPlusSegmentation(TaskConfig):
             target_spacing=self.target_spacing,
             intensity_range=self.intensity_range,
             inference_mode=self.inference_mode,
-            pruning_depth=self.pruning_depth,
+            inference_depth=self.inference_depth,
             preload=strtobool(self.conf.get("preload", "false")),
         )
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +24,8 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from ..inferers import UNetPlusPlusInferer
 from ..networks.unetplusplus import INFERENCE_MODES, UNetPlusPlus
-from .transforms import PathSafeSpacingd, scale_intensity
+from ..transforms import PathSafeSpacingd, scale_intensity
+from .defaults import ROI_SIZE, TARGET_SPACING
 
 __all__ = ["UNetPlusPlusInferTask"]
 
@@ -35,6 +37,13 @@ def _request_value(data: dict | None, key: str, default: Any) -> Any:
     return value[0] if isinstance(value, (list, tuple)) else value
 
 
+def _request_depth(data: dict | None, default: Any) -> Any:
+    """The request's ``inference_depth``, or its former name ``pruning_depth`` that older clients send."""
+    if data and "inference_depth" not in data and "pruning_depth" in data:
+        return _request_value(data, "pruning_depth", default)
+    return _request_value(data, "inference_depth", default)
+
+
 class UNetPlusPlusInferTask(BasicInferTask):
     """Automatic segmentation with a UNet++ behind a MONAI Label server.
 
@@ -44,18 +53,20 @@ class UNetPlusPlusInferTask(BasicInferTask):
     the result has the image's shape and affine.
 
     Two options appear in the viewer's options panel and may be sent with a request: ``inference_mode`` (``"final"``,
-    the paper's fast mode, or ``"mean"`` of the deep-supervision heads) and ``pruning_depth`` (UNet++ L_k: the
-    smaller ``k``, the faster; needs a network trained with deep supervision).
+    the paper's fast mode, or ``"mean"`` of the deep-supervision heads) and ``inference_depth`` (UNet++ L_k: the
+    smaller ``k``, the faster; needs a network trained with deep supervision). A request's ``pruning_depth``, the
+    option's former name, is still read for one release.
 
     Args:
         path: model file(s); the last existing one is loaded (MONAI Label reloads it when it changes).
         network: the ``UNetPlusPlus`` whose ``state_dict`` the model file holds (key ``"model"`` or top level).
         labels: label name -> voxel value, background (0) excluded; output channel ``n`` is the ``n``-th value.
-        roi_size: sliding-window size. Defaults to (96, 96, 96).
-        target_spacing: voxel size the network works at. Defaults to (1.0, 1.0, 1.0).
+        roi_size: sliding-window size. Defaults to :data:`monai_unetpp.label.defaults.ROI_SIZE`.
+        target_spacing: voxel size the network works at. Defaults to
+            :data:`monai_unetpp.label.defaults.TARGET_SPACING`.
         intensity_range: ``(a_min, a_max)`` window scaled to [0, 1], or None for z-score normalisation.
         inference_mode: default ``"final"`` or ``"mean"``. Defaults to ``"final"``.
-        pruning_depth: default pruning depth, or None for the full depth.
+        inference_depth: default pruning depth, or None for the full depth (``pruning_depth``: its deprecated name).
         sw_batch_size: windows per forward pass. Defaults to 1.
         overlap: sliding-window overlap. Defaults to 0.25.
         description: text shown by the viewer.
@@ -67,29 +78,32 @@ class UNetPlusPlusInferTask(BasicInferTask):
         path: str | Sequence[str],
         network: UNetPlusPlus,
         labels: dict[str, int],
-        roi_size: Sequence[int] = (96, 96, 96),
-        target_spacing: Sequence[float] = (1.0, 1.0, 1.0),
+        roi_size: Sequence[int] = ROI_SIZE,
+        target_spacing: Sequence[float] = TARGET_SPACING,
         intensity_range: Sequence[float] | None = None,
         inference_mode: str = "final",
-        pruning_depth: int | None = None,
+        inference_depth: int | None = None,
         sw_batch_size: int = 1,
         overlap: float = 0.25,
         description: str = "UNet++ automatic segmentation",
         **kwargs: Any,
     ) -> None:
-        if inference_mode not in INFERENCE_MODES:
-            raise ValueError(f"inference_mode must be one of {INFERENCE_MODES}, got {inference_mode!r}.")
-        if inference_mode == "mean" and not network.deep_supervision:
-            raise ValueError("inference_mode='mean' averages the deep-supervision heads: the network has only one.")
+        if "pruning_depth" in kwargs:
+            warnings.warn(
+                "UNetPlusPlusInferTask(pruning_depth=...) is deprecated: use inference_depth=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            pruning_depth = kwargs.pop("pruning_depth")
+            inference_depth = pruning_depth if inference_depth is None else inference_depth
+        network.check_inference_mode(inference_mode)
         if len(roi_size) != network.spatial_dims or len(target_spacing) != network.spatial_dims:
             raise ValueError(
                 f"roi_size {tuple(roi_size)} and target_spacing {tuple(target_spacing)} need one value per spatial "
                 f"dimension of the network ({network.spatial_dims})."
             )
-        depths = list(range(network.depth, 0, -1)) if network.deep_supervision else [network.depth]
-        default_depth = network.depth if pruning_depth is None else int(pruning_depth)
-        if default_depth not in depths:
-            raise ValueError(f"pruning_depth must be one of {depths} for this network, got {pruning_depth}.")
+        depths = network.valid_inference_depths()
+        default_depth = network.check_inference_depth(network.depth if inference_depth is None else inference_depth)
         modes = [inference_mode] + [m for m in INFERENCE_MODES if m != inference_mode and network.deep_supervision]
         super().__init__(
             path=path,
@@ -101,7 +115,7 @@ class UNetPlusPlusInferTask(BasicInferTask):
             roi_size=tuple(roi_size),
             config={
                 "inference_mode": modes,
-                "pruning_depth": [default_depth] + [d for d in depths if d != default_depth],
+                "inference_depth": [default_depth] + [d for d in depths if d != default_depth],
             },
             **kwargs,
         )
@@ -125,8 +139,8 @@ class UNetPlusPlusInferTask(BasicInferTask):
             roi_size=self.roi_size,
             sw_batch_size=int(_request_value(data, "sw_batch_size", self.sw_batch_size)),
             overlap=float(_request_value(data, "sw_overlap", self.overlap)),
-            mode=str(_request_value(data, "inference_mode", self.config()["inference_mode"])),
-            depth=int(_request_value(data, "pruning_depth", self.config()["pruning_depth"])),
+            inference_mode=str(_request_value(data, "inference_mode", self.config()["inference_mode"])),
+            inference_depth=int(_request_depth(data, self.config()["inference_depth"])),
         )
 
     def inverse_transforms(self, data: dict | None = None) -> Sequence[Callable]:

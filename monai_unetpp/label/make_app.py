@@ -21,6 +21,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .defaults import DEFAULT_FEATURES, MODEL_NAME, ROI_SIZE, TARGET_SPACING
+
 __all__ = ["add_unetpp_config", "main", "radiology_sample_app"]
 
 CONFIG_TEMPLATE = '''"""UNet++ segmentation model of this app, written by ``python -m monai_unetpp.label.make_app``.
@@ -60,12 +62,12 @@ def radiology_sample_app() -> Path:
 
 def add_unetpp_config(
     app_dir: str | Path,
-    name: str = "segmentation_unetpp",
+    name: str = MODEL_NAME,
     labels: dict[str, int] | None = None,
-    features: Sequence[int] = (32, 32, 64, 128, 256),
+    features: Sequence[int] = DEFAULT_FEATURES,
     deep_supervision: bool = True,
-    roi_size: Sequence[int] = (96, 96, 96),
-    target_spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    roi_size: Sequence[int] = ROI_SIZE,
+    target_spacing: Sequence[float] = TARGET_SPACING,
     intensity_range: Sequence[float] | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -74,7 +76,7 @@ def add_unetpp_config(
     Args:
         app_dir: the app folder; created from the radiology sample app when it has no ``main.py``.
         name: the model name, used in ``--conf models <name>`` and for the model files. Defaults to
-            ``"segmentation_unetpp"``.
+            :data:`monai_unetpp.label.defaults.MODEL_NAME`.
         labels: label name -> voxel value, background excluded. Defaults to ``{"foreground": 1}``.
         features: UNet++ widths per level (depth = len - 1).
         deep_supervision: train every head (needed for ``inference_mode="mean"`` and pruning).
@@ -128,12 +130,17 @@ def _numbers(kind: type) -> Callable[[str], tuple]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m monai_unetpp.label.make_app", description=__doc__.split("\n")[0])
     parser.add_argument("app_dir", help="app folder (created from the radiology sample app if it has no main.py)")
-    parser.add_argument("--name", default="segmentation_unetpp", help="model name (default: %(default)s)")
-    parser.add_argument("--labels", default="foreground", help='"name,name" (values 1, 2, ...) or a JSON object')
-    parser.add_argument("--features", type=_numbers(int), default=(32, 32, 64, 128, 256), help="e.g. 16,32,64,128")
+    parser.add_argument("--name", default=MODEL_NAME, help="model name (default: %(default)s)")
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        default=["foreground"],
+        help='names, values 1, 2, ... in order ("liver tumor" or "liver,tumor"), or a JSON object \'{"liver": 1}\'',
+    )
+    parser.add_argument("--features", type=_numbers(int), default=DEFAULT_FEATURES, help="e.g. 16,32,64,128")
     parser.add_argument("--no-deep-supervision", action="store_true", help="train the final head only")
-    parser.add_argument("--roi-size", type=_numbers(int), default=(96, 96, 96), help="e.g. 96,96,96")
-    parser.add_argument("--target-spacing", type=_numbers(float), default=(1.0, 1.0, 1.0), help="e.g. 1.5,1.5,2")
+    parser.add_argument("--roi-size", type=_numbers(int), default=ROI_SIZE, help="e.g. 96,96,96")
+    parser.add_argument("--target-spacing", type=_numbers(float), default=TARGET_SPACING, help="e.g. 1.5,1.5,2")
     parser.add_argument(
         "--intensity-range", type=_numbers(float), default=None, help="CT window: --intensity-range=-57,164"
     )
@@ -146,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         target = add_unetpp_config(
             args.app_dir,
             name=args.name,
-            labels=parse_labels(args.labels),
+            labels=parse_labels(",".join(args.labels)),
             features=args.features,
             deep_supervision=not args.no_deep_supervision,
             roi_size=args.roi_size,

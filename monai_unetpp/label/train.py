@@ -30,8 +30,8 @@ from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from ..inferers import UNetPlusPlusInferer
 from ..losses import DeepSupervisionDiceCELoss
 from ..networks.unetplusplus import UNetPlusPlus
-from ..transforms import SelectHeadd
-from .transforms import SequentialLabelsd, scale_intensity
+from ..transforms import SelectHeadd, SequentialLabelsd, scale_intensity
+from .defaults import ROI_SIZE, TARGET_SPACING
 
 __all__ = ["UNetPlusPlusTrainTask"]
 
@@ -56,8 +56,9 @@ class UNetPlusPlusTrainTask(BasicTrainTask):
         model_dir: folder for the runs' checkpoints and statistics.
         network: the ``UNetPlusPlus`` to train; it is copied, never modified.
         labels: label name -> voxel value in the saved labels, background (0) excluded.
-        roi_size: training patch size. Defaults to (96, 96, 96).
-        target_spacing: voxel size the network works at. Defaults to (1.0, 1.0, 1.0).
+        roi_size: training patch size. Defaults to :data:`monai_unetpp.label.defaults.ROI_SIZE`.
+        target_spacing: voxel size the network works at. Defaults to
+            :data:`monai_unetpp.label.defaults.TARGET_SPACING`.
         intensity_range: ``(a_min, a_max)`` window scaled to [0, 1], or None for z-score normalisation.
         description: text shown by the viewer.
         kwargs: further ``BasicTrainTask`` arguments (``load_path``, ``publish_path``, ``config`` ...).
@@ -68,8 +69,8 @@ class UNetPlusPlusTrainTask(BasicTrainTask):
         model_dir: str,
         network: UNetPlusPlus,
         labels: dict[str, int],
-        roi_size: Sequence[int] = (96, 96, 96),
-        target_spacing: Sequence[float] = (1.0, 1.0, 1.0),
+        roi_size: Sequence[int] = ROI_SIZE,
+        target_spacing: Sequence[float] = TARGET_SPACING,
         intensity_range: Sequence[float] | None = None,
         description: str = "Train the UNet++ segmentation model",
         **kwargs: Any,

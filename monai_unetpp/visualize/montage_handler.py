@@ -12,6 +12,7 @@ from ignite.engine import Engine
 from monai.data import decollate_batch
 from monai.engines.utils import IterationEvents
 
+from ..networks.unetplusplus import reduce_heads
 from .montage import SaveMontaged
 
 __all__ = ["MontageHandler"]
@@ -64,7 +65,7 @@ class MontageHandler:
         output = engine.state.output
         pred = output[pred_key]
         if isinstance(pred, (list, tuple)):  # deep-supervision heads, final head first
-            pred = pred[0]
+            pred = reduce_heads(list(pred), "final")
         cases: dict[str, list] = {image_key: decollate_batch(output[image_key]), pred_key: decollate_batch(pred)}
         if output.get(label_key) is not None:
             cases[label_key] = decollate_batch(output[label_key])
