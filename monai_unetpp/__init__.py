@@ -1,10 +1,11 @@
 """UNet++ for MONAI: the nested U-Net with deep supervision and real pruned inference."""
 
 from . import data
-from .inferers import UNetPlusPlusInferer, unwrap_network
+from .inferers import UNetPlusPlusInferer
 from .losses import DeepSupervisionDiceCELoss
-from .networks import INFERENCE_MODES, PRESETS, UNetPlusPlus, UnetPlusPlus, UNetPP, unetplusplus
-from .transforms import SelectHead, SelectHeadD, SelectHeadd, SelectHeadDict
+from .networks import INFERENCE_MODES, PRESETS, UNetPlusPlus, UnetPlusPlus, UNetPP, reduce_heads, unetplusplus
+from .transforms import PathSafeSpacingd, SelectHead, SelectHeadD, SelectHeadd, SelectHeadDict
+from .utils import unwrap_network
 
 __version__ = "0.1.0"
 
@@ -12,6 +13,7 @@ __all__ = [
     "INFERENCE_MODES",
     "PRESETS",
     "DeepSupervisionDiceCELoss",
+    "PathSafeSpacingd",
     "SelectHead",
     "SelectHeadD",
     "SelectHeadDict",
@@ -22,6 +24,7 @@ __all__ = [
     "UnetPlusPlus",
     "__version__",
     "data",
+    "reduce_heads",
     "unetplusplus",
     "unwrap_network",
 ]

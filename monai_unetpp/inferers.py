@@ -4,47 +4,46 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn as nn
 from monai.inferers import SlidingWindowInferer
 
-from .networks.unetplusplus import INFERENCE_MODES
+from .networks.unetplusplus import reduce_heads
+from .utils import unwrap_network
 
 __all__ = ["UNetPlusPlusInferer", "unwrap_network"]
 
 
-def unwrap_network(network: Callable) -> Callable:
-    """The module inside ``DistributedDataParallel`` / ``DataParallel`` wrappers (the network itself otherwise)."""
-    while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        network = network.module
-    return network
-
-
 class UNetPlusPlusInferer(SlidingWindowInferer):
-    """``SlidingWindowInferer`` that runs a UNet++ in a chosen ``mode`` and pruning ``depth`` and stitches one output.
+    """``SlidingWindowInferer`` that runs a UNet++ with a chosen ``inference_mode`` and ``inference_depth`` and
+    stitches one output.
 
-    The network is asked for one Tensor per window (``network(x, mode=..., depth=...)``), so a single full-volume
-    buffer is stitched whatever the number of heads: MONAI's sliding window would otherwise keep one buffer per
-    head. A network that still returns a list (e.g. left in training mode) is reduced per window: its first (final)
-    head for ``"final"``, the head average for ``"mean"``. ``mode``/``depth`` left as None use the network's own
-    settings, so the caller never edits the network.
+    The network is asked for one Tensor per window (``network(x, inference_mode=..., inference_depth=...)``), so a
+    single full-volume buffer is stitched whatever the number of heads: MONAI's sliding window would otherwise
+    keep one buffer per head. A network that still returns a list (e.g. left in training mode) is reduced per window
+    with :func:`monai_unetpp.networks.reduce_heads`. Settings left as None use the network's own, so the caller
+    never edits the network; the network validates them (:py:meth:`UNetPlusPlus.check_inference_depth`).
 
     Args:
         roi_size: the window size.
         sw_batch_size: windows per forward pass. Defaults to 1.
         overlap: window overlap. Defaults to 0.25.
-        mode: ``"final"`` (the paper's fast mode), ``"mean"`` (accurate mode) or None for the network's setting.
-        depth: pruning depth ``1..depth`` (UNet++ L_k) or None for the network's setting.
-        kwargs: further ``monai.inferers.SlidingWindowInferer`` arguments (``mode`` of blending is ``blend_mode``).
+        inference_mode: ``"final"`` (the paper's fast mode), ``"mean"`` (accurate mode) or None for the network's
+            setting.
+        inference_depth: pruning depth ``k`` (UNet++ L_k) or None for the network's setting.
+        blend_mode: how overlapping windows are blended: SlidingWindowInferer's ``mode``, which is also
+            this object's ``mode`` attribute. Defaults to ``"constant"``.
+        kwargs: further ``monai.inferers.SlidingWindowInferer`` arguments. The deprecated ``depth`` and ``mode``
+            (for ``inference_depth`` and ``inference_mode``) are still accepted for one release, with a warning.
 
     Examples::
 
-        >>> inferer = UNetPlusPlusInferer(roi_size=(96, 96, 96), sw_batch_size=4, mode="mean")
+        >>> inferer = UNetPlusPlusInferer(roi_size=(96, 96, 96), sw_batch_size=4, inference_mode="mean")
         >>> net.eval(); seg = inferer(image, net)
-        >>> fast = UNetPlusPlusInferer(roi_size=96, depth=2)(image, net)   # UNet++ L2
+        >>> fast = UNetPlusPlusInferer(roi_size=96, inference_depth=2)(image, net)   # UNet++ L2
     """
 
     def __init__(
@@ -52,40 +51,57 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         roi_size: Sequence[int] | int,
         sw_batch_size: int = 1,
         overlap: Sequence[float] | float = 0.25,
-        mode: str | None = None,
-        depth: int | None = None,
+        inference_mode: str | None = None,
+        inference_depth: int | None = None,
         blend_mode: str = "constant",
         **kwargs: Any,
     ) -> None:
-        if mode is not None and mode not in INFERENCE_MODES:
-            raise ValueError(f"mode must be one of {INFERENCE_MODES} or None, got {mode!r}.")
-        if depth is not None and int(depth) < 1:
-            raise ValueError(f"depth must be a positive pruning depth or None, got {depth}.")
+        for old, new in (("mode", "inference_mode"), ("depth", "inference_depth")):
+            if old in kwargs:
+                warnings.warn(
+                    f"UNetPlusPlusInferer({old}=...) is deprecated: use {new}=... (the blend mode of the windows is "
+                    "blend_mode=...). The old name goes in the next release.",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                value = kwargs.pop(old)
+                if new == "inference_mode":
+                    inference_mode = value if inference_mode is None else inference_mode
+                else:
+                    inference_depth = value if inference_depth is None else inference_depth
+        if inference_depth is not None:
+            if isinstance(inference_depth, bool) or int(inference_depth) != inference_depth:
+                raise ValueError(f"inference_depth must be a whole number or None, got {inference_depth!r}.")
+            inference_depth = int(inference_depth)
         super().__init__(roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=blend_mode, **kwargs)
-        self.head_mode = mode
-        self.depth = None if depth is None else int(depth)
+        self.inference_mode = inference_mode
+        self.inference_depth = inference_depth
 
-    def _overrides(self, network: Callable) -> dict[str, Any]:
-        overrides: dict[str, Any] = {}
-        if self.head_mode is not None:
-            overrides["mode"] = self.head_mode
-        if self.depth is not None:
-            overrides["depth"] = self.depth
-        if overrides and not hasattr(unwrap_network(network), "inference_depth"):
+    def _settings(self, network: Callable) -> dict[str, Any]:
+        """The per-call settings for ``network``, checked by the network once before any window runs."""
+        settings: dict[str, Any] = {}
+        if self.inference_mode is not None:
+            settings["inference_mode"] = self.inference_mode
+        if self.inference_depth is not None:
+            settings["inference_depth"] = self.inference_depth
+        net = unwrap_network(network)
+        if settings and not hasattr(net, "inference_depth"):
             raise ValueError(
-                f"mode/depth {overrides} apply to a UNetPlusPlus (or its TorchScript), got {type(network).__name__}; "
-                "leave them None for other networks."
+                f"inference settings {settings} apply to a UNetPlusPlus (or its TorchScript), got "
+                f"{type(network).__name__}; leave them None for other networks."
             )
-        return overrides
+        if "inference_mode" in settings and hasattr(net, "check_inference_mode"):
+            net.check_inference_mode(settings["inference_mode"])
+        if "inference_depth" in settings and hasattr(net, "check_inference_depth"):
+            net.check_inference_depth(settings["inference_depth"])
+        return settings
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
-        overrides = self._overrides(network)
-        mean = (self.head_mode or getattr(unwrap_network(network), "inference_mode", "final")) == "mean"
+        settings = self._settings(network)
+        mode = self.inference_mode or getattr(unwrap_network(network), "inference_mode", "final")
 
         def one_output(window: torch.Tensor, *a: Any, **kw: Any) -> torch.Tensor:
-            out = network(window, *a, **kw, **overrides)
-            if isinstance(out, (list, tuple)):
-                out = torch.stack(list(out)).mean(0) if mean else out[0]
-            return out
+            out = network(window, *a, **kw, **settings)
+            return reduce_heads(list(out), mode) if isinstance(out, (list, tuple)) else out
 
         return super().__call__(inputs, one_output, *args, **kwargs)

@@ -104,10 +104,10 @@ def test_final_and_mean_modes():
     heads = [head_at(net, x, c) for c in range(1, net.depth + 1)]
     with torch.no_grad():
         torch.testing.assert_close(net(x), heads[-1])
-        torch.testing.assert_close(net(x, mode="mean"), torch.stack(heads).mean(0))
-        net.set_inference(mode="mean")
+        torch.testing.assert_close(net(x, inference_mode="mean"), torch.stack(heads).mean(0))
+        net.set_inference(inference_mode="mean")
         torch.testing.assert_close(net(x), torch.stack(heads).mean(0))
-        torch.testing.assert_close(net(x, mode="final"), heads[-1])
+        torch.testing.assert_close(net(x, inference_mode="final"), heads[-1])
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -117,11 +117,11 @@ def test_pruned_forward_equals_the_head_of_the_full_network(spatial_dims):
     for k in (1, 2, 3):
         expected = head_at(net, x, k)
         with torch.no_grad():
-            torch.testing.assert_close(net(x, depth=k), expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(net(x, inference_depth=k), expected, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(net.pruned(k)(x), expected, rtol=1e-5, atol=1e-5)
-            net.set_inference(depth=k)
+            net.set_inference(inference_depth=k)
             torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)
-            net.set_inference(depth=net.depth)
+            net.set_inference(inference_depth=net.depth)
 
 
 def executed_nodes(net: UNetPlusPlus, x: torch.Tensor, **kwargs) -> set[str]:
@@ -143,7 +143,7 @@ def test_pruning_runs_only_the_nodes_with_i_plus_j_at_most_k():
     net = tiny_net(2, depth=4).eval()
     x = seeded_input(1, 1, 32, 32)
     for k in range(1, 5):
-        ran = executed_nodes(net, x, depth=k)
+        ran = executed_nodes(net, x, inference_depth=k)
         expected = {f"encoder.{i}" for i in range(k + 1)}
         expected |= {f"decoder.{j - 1}.{i}" for j in range(1, k + 1) for i in range(k - j + 1)}
         assert ran == expected
@@ -160,7 +160,7 @@ def count_flops(net: torch.nn.Module, x: torch.Tensor, **kwargs) -> int:
 def test_pruning_saves_flops_and_parameters():
     net = tiny_net(3, depth=3).eval()
     x = seeded_input(1, 1, 16, 16, 16)
-    flops = [count_flops(net, x, depth=k) for k in (1, 2, 3)]
+    flops = [count_flops(net, x, inference_depth=k) for k in (1, 2, 3)]
     assert flops[0] < flops[1] < flops[2]
     assert flops[0] < 0.3 * flops[2]
     sizes = [sum(p.numel() for p in net.pruned(k).parameters()) for k in (1, 2, 3)]
@@ -175,7 +175,7 @@ def test_pruned_copy_is_standalone():
     for key, value in small.state_dict().items():
         assert torch.equal(value, net.state_dict()[key])
     with pytest.raises(ValueError, match="inference_depth must be in 1..2"):
-        small(seeded_input(1, 1, 16, 16), depth=3)
+        small(seeded_input(1, 1, 16, 16), inference_depth=3)
     assert small.pruned(1).depth == 1
 
 
@@ -193,7 +193,9 @@ def test_torchscript_in_train_and_eval(pruned):
     scripted.eval(), net.eval()
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x))
-        torch.testing.assert_close(scripted(x, mode="mean", depth=1), net(x, mode="mean", depth=1))
+        torch.testing.assert_close(
+            scripted(x, inference_mode="mean", inference_depth=1), net(x, inference_mode="mean", inference_depth=1)
+        )
 
 
 def test_monai_convert_to_torchscript_verifies(tmp_path):
@@ -236,7 +238,9 @@ def test_torch_compile_captures_training_and_inference_in_one_graph():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     sum(h.square().mean() for h in heads).backward()
     with torch.no_grad():
-        torch.testing.assert_close(compiled.eval()(x, depth=1), net.eval()(x, depth=1), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            compiled.eval()(x, inference_depth=1), net.eval()(x, inference_depth=1), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_monai_verify_net_in_out_style_eval_returns_one_tensor():
@@ -256,7 +260,7 @@ def test_monai_verify_net_in_out_style_eval_returns_one_tensor():
         ({"kernel_size": 4}, "kernel_size must be a positive odd number"),
         ({"upsample": "bilinear"}, "upsample must be"),
         ({"spatial_dims": 4}, "spatial_dims must be 1, 2 or 3"),
-        ({"inference_mode": "best"}, "inference_mode must be 'final' or 'mean'"),
+        ({"inference_mode": "best"}, r"inference_mode must be one of \['final', 'mean'\], got 'best'"),
         ({"inference_depth": 9}, r"inference_depth must be in 1..3"),
         ({"deep_supervision": False, "inference_depth": 2}, "build the network with deep_supervision=True"),
         ({"deep_supervision": False, "inference_mode": "mean"}, "build with deep_supervision=True"),
@@ -283,8 +287,34 @@ def test_bad_input_names_expected_and_got(shape, match):
     net = tiny_net(2, depth=3).eval()
     with pytest.raises(ValueError, match=match):
         net(torch.zeros(shape))
-    assert net.shape_factor() == 8
-    assert net.is_valid_shape((8, 9)) and not net.is_valid_shape((7, 9)) and not net.is_valid_shape((8, 8, 8))
+    assert net.accepts_spatial_shape((8, 9)) and not net.accepts_spatial_shape((7, 9))
+    assert not net.accepts_spatial_shape((8, 8, 8))
+
+
+def test_shape_api_is_monais():
+    # SegResNetDS: shape_factor() lists the downsampling factor per axis, is_valid_shape(x) takes the input Tensor
+    net = tiny_net(2, depth=3).eval()
+    assert net.shape_factor() == [8, 8]
+    assert net.is_valid_shape(torch.zeros(1, 1, 8, 9)) and not net.is_valid_shape(torch.zeros(1, 1, 7, 9))
+    assert not net.is_valid_shape(torch.zeros(1, 1, 8, 8, 8))
+    with pytest.warns(DeprecationWarning, match="accepts_spatial_shape"):
+        assert net.is_valid_shape((8, 9))
+
+
+def test_old_keyword_names_warn_and_still_work():
+    net = tiny_net(2, depth=3, deep_supervision=True).eval()
+    x = seeded_input(1, 1, 16, 16)
+    with torch.no_grad():
+        expected = net(x, inference_mode="mean", inference_depth=2)
+        with pytest.warns(DeprecationWarning, match="inference_depth"):
+            torch.testing.assert_close(net(x, mode="mean", depth=2), expected)
+    with pytest.warns(DeprecationWarning, match="inference_mode"):
+        net.set_inference(mode="mean")
+    assert net.inference_mode == "mean"
+    with pytest.raises(ValueError, match="both inference_depth=1 and its deprecated name depth=2"):
+        net.set_inference(inference_depth=1, depth=2)
+    assert net.valid_inference_depths() == [3, 2, 1]
+    assert tiny_net(2, depth=3, deep_supervision=False).valid_inference_depths() == [3]
 
 
 def test_metatensor_input_from_monai_pipelines():
@@ -295,14 +325,14 @@ def test_metatensor_input_from_monai_pipelines():
     assert len(net.train()(x)) == 2
     with torch.no_grad():
         for k in (1, 2):
-            assert net.eval()(x, depth=k, mode="mean").shape == (1, 3, 16, 17, 16)
+            assert net.eval()(x, inference_depth=k, inference_mode="mean").shape == (1, 3, 16, 17, 16)
 
 
 def test_instance_norm_needs_more_than_one_voxel_at_the_deepest_level():
     net = UNetPlusPlus(3, 1, 2, features=(4, 8, 8), norm="instance").eval()
     with pytest.raises(ValueError, match="at least one spatial side must exceed 4"):
         net(torch.zeros(1, 1, 4, 4, 4))
-    assert not net.is_valid_shape((4, 4, 4)) and net.is_valid_shape((4, 5, 4))
+    assert not net.accepts_spatial_shape((4, 4, 4)) and net.accepts_spatial_shape((4, 5, 4))
     assert net(torch.zeros(1, 1, 4, 5, 4)).shape == (1, 2, 4, 5, 4)
     batch_norm = UNetPlusPlus(3, 1, 2, features=(4, 8, 8), norm="batch").eval()
-    assert batch_norm.is_valid_shape((4, 4, 4)) and batch_norm(torch.zeros(1, 1, 4, 4, 4)).shape == (1, 2, 4, 4, 4)
+    assert batch_norm.accepts_spatial_shape((4, 4, 4)) and batch_norm(torch.zeros(1, 1, 4, 4, 4)).shape == (1, 2, 4, 4, 4)

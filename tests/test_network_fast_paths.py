@@ -1,9 +1,10 @@
 """The network's fast paths compute what the plain layers compute: split convolutions, the upsampling folded into
-the next convolution, the oneDNN grouping of batch-1 3D convolutions, the CPU instance norm, checkpointing, and the
-whole network against MONAI's BasicUNetPlusPlus holding the same weights."""
+the next convolution, the oneDNN grouping of batch-1 3D convolutions, the CPU instance norm, checkpointing, each
+switched on and off, and the whole network against MONAI's BasicUNetPlusPlus holding the same weights."""
 
 from __future__ import annotations
 
+import collections
 import copy
 
 import pytest
@@ -13,7 +14,16 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import BasicUNetPlusPlus
 
 from monai_unetpp import UNetPlusPlus
-from monai_unetpp.networks.blocks import ConvNormAct, InstanceNorm, conv_nd, upsampled_conv
+from monai_unetpp.networks.blocks import ConvNormAct
+from monai_unetpp.networks.fast_paths import (
+    FAST_PATHS,
+    InstanceNorm,
+    conv_nd,
+    fast_path_settings,
+    set_fast_paths,
+    takes_slow_cpu_kernel,
+    upsampled_conv,
+)
 
 # A smooth activation: with LeakyReLU a rounding difference that moves a value across 0 changes its gradient by
 # 0.9x, so float32 gradients of two equal computations are only comparable away from the kink.
@@ -124,7 +134,7 @@ def test_batch1_3d_convolution_runs_on_onednn_with_the_same_result():
     g = seeded(1, 32, 16, 16, 16, seed=3)
 
     def ours() -> torch.Tensor:
-        y = conv_nd(x, w, b, [1, 1, 1])
+        y = conv_nd(x, w, b, [1, 1, 1], onednn_batch1=True)
         y.backward(g)
         return y
 
@@ -195,7 +205,7 @@ def test_network_equals_monai_basic_unetplusplus_with_the_same_weights(width, sh
     with torch.no_grad():
         torch.testing.assert_close(ours.eval()(x), reference.eval()(x)[-1], rtol=1e-4, atol=1e-5)
         mean_ref = torch.stack(reference(x), dim=0).mean(dim=0)
-        torch.testing.assert_close(ours(x, mode="mean"), mean_ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours(x, inference_mode="mean"), mean_ref, rtol=1e-4, atol=1e-5)
 
 
 def test_checkpointing_changes_memory_not_results():
@@ -226,7 +236,7 @@ def test_scripted_network_takes_the_same_fast_paths():
     for a, b in zip(scripted.train()(x), net.train()(x), strict=True):
         torch.testing.assert_close(a, b)
     with torch.no_grad():
-        torch.testing.assert_close(scripted.eval()(x, depth=1), net.eval()(x, depth=1))
+        torch.testing.assert_close(scripted.eval()(x, inference_depth=1), net.eval()(x, inference_depth=1))
 
 
 @pytest.mark.parametrize("upsample", ["deconv", "nontrainable", "pixelshuffle"])
@@ -267,3 +277,94 @@ def test_onnx_export_keeps_plain_convolutions_and_a_dynamic_batch(tmp_path):
         (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(out), net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_switches_are_per_device_scoped_and_checked():
+    before = fast_path_settings()
+    assert before["cpu"] == dict.fromkeys(FAST_PATHS, True)
+    assert before["cuda"] == dict.fromkeys(FAST_PATHS, False)  # measured on CPU only: off on CUDA
+    with set_fast_paths(False):
+        assert not any(fast_path_settings()["cpu"].values())
+        with set_fast_paths(device="cuda", folded_upsampling=True):
+            assert fast_path_settings()["cuda"]["folded_upsampling"]
+            assert not fast_path_settings()["cpu"]["folded_upsampling"]
+    assert fast_path_settings() == before
+    with pytest.raises(ValueError, match="unknown fast path.*fold_upsampling"):
+        set_fast_paths(fold_upsampling=False)
+    with pytest.raises(ValueError, match="device must be one of"):
+        set_fast_paths(device="mps")
+    assert fast_path_settings() == before
+
+
+def built(**switches: bool) -> UNetPlusPlus:
+    with set_fast_paths(**switches), torch.random.fork_rng():
+        torch.manual_seed(0)
+        return UNetPlusPlus(3, 1, 2, features=(16, 16, 32), deep_supervision=True, **SMOOTH)
+
+
+def kernels_of_a_training_step(net: UNetPlusPlus, x: torch.Tensor) -> collections.Counter[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        sum(h.square().mean() for h in net.train()(x)).backward()
+    return collections.Counter(e.name for e in prof.events())
+
+
+def upsamplings_run(net: UNetPlusPlus, x: torch.Tensor) -> int:
+    ran: list[str] = []
+    hooks = [m.register_forward_hook(lambda *_: ran.append("up")) for n, m in net.named_modules() if n.endswith(".up")]
+    with torch.no_grad():
+        net.train()(x)
+    for hook in hooks:
+        hook.remove()
+    return len(ran)
+
+
+@pytest.mark.parametrize("name", FAST_PATHS)
+def test_each_fast_path_switched_off_computes_the_same_the_plain_way(name):
+    fast, plain = built(), built(**{name: False})
+    x = seeded(1, 1, 32, 32, 32)  # batch-1 3D with doubling sides: every fast path applies somewhere
+    fast_kernels, plain_kernels = kernels_of_a_training_step(fast, x), kernels_of_a_training_step(plain, x)
+    for (key, a), b in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        if not key.endswith("conv.bias"):
+            assert relative_error(a.grad, b.grad) < 1e-4, key
+    with torch.no_grad():
+        torch.testing.assert_close(fast.eval()(x), plain.eval()(x), rtol=1e-4, atol=1e-5)
+    # and the plain way is really taken
+    if name == "concat_free_conv":
+        assert "aten::cat" in plain_kernels
+    elif name == "folded_upsampling":
+        assert all(node.fold is None for column in plain.decoder for node in column)
+        assert upsamplings_run(plain, x) == 3 and upsamplings_run(fast, x) < 3
+    elif name == "onednn_batch1_conv3d":
+        assert plain_kernels["aten::slow_conv3d_forward"] > fast_kernels["aten::slow_conv3d_forward"]
+    else:
+        assert "aten::instance_norm" in plain_kernels and "aten::instance_norm" not in fast_kernels
+        assert type(plain.encoder[0].block.conv_0.adn.N) is torch.nn.InstanceNorm3d
+
+
+def test_every_fast_path_off_is_monai_basic_unetplusplus_exactly():
+    with set_fast_paths(False):
+        ours, reference = network_pair(3, 4, **SMOOTH)
+    x = seeded(1, 1, 32, 16, 32)
+    for a, b in zip(ours.train()(x), reference.train()(x)[::-1], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_slow_kernel_rule_is_pytorchs():
+    # takes_slow_cpu_kernel copies PyTorch's choice of convolution kernel: asked of PyTorch itself, so that a
+    # release that changes it fails here
+    select = torch._C._select_conv_backend
+    for batch, channels, side, out, kernel in [
+        (1, 16, 16, 32, 3),
+        (1, 16, 32, 32, 3),
+        (1, 32, 32, 32, 3),
+        (1, 16, 40, 32, 3),
+        (2, 16, 16, 32, 3),
+        (1, 16, 16, 32, 5),
+        (1, 64, 8, 64, 3),
+        (1, 32, 24, 64, 1),
+    ]:
+        x = torch.zeros(batch, channels, side, side, side)
+        w = torch.zeros(out, channels, kernel, kernel, kernel)
+        p = [kernel // 2] * 3
+        backend = select(x, w, None, [1, 1, 1], p, [1, 1, 1], False, [0, 0, 0], 1, None)
+        assert takes_slow_cpu_kernel(x, w) == (backend == torch._C._ConvBackend.Slow3d), (x.shape, w.shape, backend)

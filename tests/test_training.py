@@ -77,8 +77,8 @@ def test_inferer_modes_and_depths_equal_the_network_output():
         for mode in ("final", "mean"):
             for depth in (1, 2):
                 # one window covering the image: the inferer's output is exactly the network's
-                out = UNetPlusPlusInferer(roi_size=16, mode=mode, depth=depth)(image, net)
-                torch.testing.assert_close(out, net(image, mode=mode, depth=depth))
+                out = UNetPlusPlusInferer(roi_size=16, inference_mode=mode, inference_depth=depth)(image, net)
+                torch.testing.assert_close(out, net(image, inference_mode=mode, inference_depth=depth))
         # a network left in training mode still yields one Tensor: the final head
         net.train()
         torch.testing.assert_close(UNetPlusPlusInferer(roi_size=16)(image, net), net(image)[0])
@@ -95,13 +95,32 @@ def test_inferer_stitches_one_buffer_and_rejects_foreign_networks():
 
     counting.inference_depth = net.inference_depth  # duck-typed like a UNetPlusPlus
     with torch.no_grad():
-        out = UNetPlusPlusInferer(roi_size=16, sw_batch_size=2, mode="mean")(torch.randn(1, 1, 30, 20, 16), counting)
+        inferer = UNetPlusPlusInferer(roi_size=16, sw_batch_size=2, inference_mode="mean")
+        out = inferer(torch.randn(1, 1, 30, 20, 16), counting)
     assert isinstance(out, torch.Tensor) and out.shape == (1, 3, 30, 20, 16)
     assert calls and all(t is torch.Tensor for t in calls)
     with pytest.raises(ValueError, match="apply to a UNetPlusPlus"):
-        UNetPlusPlusInferer(roi_size=16, depth=1)(torch.randn(1, 1, 16, 16, 16), torch.nn.Identity())
-    with pytest.raises(ValueError, match="mode must be one of"):
-        UNetPlusPlusInferer(roi_size=16, mode="best")
+        UNetPlusPlusInferer(roi_size=16, inference_depth=1)(torch.randn(1, 1, 16, 16, 16), torch.nn.Identity())
+    # the network validates the settings, once, before any window runs
+    for settings, match in (
+        ({"inference_mode": "best"}, "inference_mode must be one of"),
+        ({"inference_depth": 7}, "must be in 1..2 for this network, got 7"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            UNetPlusPlusInferer(roi_size=16, **settings)(torch.randn(1, 1, 16, 16, 16), net)
+    with pytest.raises(ValueError, match="whole number"):
+        UNetPlusPlusInferer(roi_size=16, inference_depth=1.7)
+
+
+def test_inferer_old_keyword_names_warn_and_still_work():
+    net = tiny_net().eval()
+    image = torch.randn(1, 1, 20, 16, 16)
+    with pytest.warns(DeprecationWarning, match="inference_mode"):
+        old = UNetPlusPlusInferer(roi_size=16, mode="mean", depth=2)
+    assert (old.inference_mode, old.inference_depth, old.mode) == ("mean", 2, "constant")  # .mode: the blend mode
+    with torch.no_grad():
+        new = UNetPlusPlusInferer(roi_size=16, inference_mode="mean", inference_depth=2)
+        torch.testing.assert_close(old(image, net), new(image, net))
 
 
 def test_supervised_trainer_and_evaluator_run():
@@ -118,7 +137,7 @@ def test_supervised_trainer_and_evaluator_run():
         device=torch.device("cpu"),
         val_data_loader=DataLoader(Dataset(synthetic_items(2, 24)), batch_size=1),
         network=net,
-        inferer=UNetPlusPlusInferer(roi_size=16, sw_batch_size=2, mode="mean"),
+        inferer=UNetPlusPlusInferer(roi_size=16, sw_batch_size=2, inference_mode="mean"),
         postprocessing=post,
         key_val_metric={
             "val_dice": MeanDice(include_background=False, output_transform=from_engine(["pred", "label"]))

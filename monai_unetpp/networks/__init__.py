@@ -1,3 +1,21 @@
-from .unetplusplus import INFERENCE_MODES, PRESETS, UNetPlusPlus, UnetPlusPlus, UNetPP, unetplusplus
+from .unetplusplus import (
+    DEFAULT_FEATURES,
+    INFERENCE_MODES,
+    PRESETS,
+    UNetPlusPlus,
+    UnetPlusPlus,
+    UNetPP,
+    reduce_heads,
+    unetplusplus,
+)
 
-__all__ = ["INFERENCE_MODES", "PRESETS", "UNetPlusPlus", "UNetPP", "UnetPlusPlus", "unetplusplus"]
+__all__ = [
+    "DEFAULT_FEATURES",
+    "INFERENCE_MODES",
+    "PRESETS",
+    "UNetPlusPlus",
+    "UNetPP",
+    "UnetPlusPlus",
+    "reduce_heads",
+    "unetplusplus",
+]

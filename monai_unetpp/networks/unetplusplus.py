@@ -10,18 +10,36 @@ https://arxiv.org/abs/1912.05074, for pruning).
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 from monai.networks.blocks import UpSample
 from monai.networks.layers.factories import Conv, Pool, split_args
+from torch.utils.checkpoint import checkpoint
 
-from .blocks import ConvBlock, folding_pays, may_specialize_on_shapes
+from .blocks import ConvBlock
+from .fast_paths import UpsamplingFold, switch
 
-__all__ = ["UNetPlusPlus", "UNetPP", "UnetPlusPlus", "unetplusplus", "INFERENCE_MODES", "PRESETS"]
+__all__ = [
+    "DEFAULT_FEATURES",
+    "INFERENCE_MODES",
+    "PRESETS",
+    "UNetPlusPlus",
+    "UNetPP",
+    "UnetPlusPlus",
+    "reduce_heads",
+    "unetplusplus",
+]
 
+#: How eval forward turns the heads into one output: "final", the head on X^{0,k} (the paper's fast mode), or
+#: "mean", the average of the heads on X^{0,1..k} (its accurate mode).
 INFERENCE_MODES = ("final", "mean")
+
+#: Widths per level of the default network: MONAI ``BasicUNetPlusPlus``'s.
+DEFAULT_FEATURES = (32, 32, 64, 128, 256)
 
 #: Named architectures, merged with the caller's keyword arguments (the caller wins).
 PRESETS: dict[str, dict] = {
@@ -40,28 +58,87 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def reduce_heads(heads: list[torch.Tensor], inference_mode: str = "final") -> torch.Tensor:
+    """One output from deep-supervision heads listed final first: the final head for ``"final"``, their average
+    for ``"mean"`` (see :data:`INFERENCE_MODES`)."""
+    if not torch.jit.is_scripting():
+        _check_mode_name(inference_mode)  # the network's scripted forward has checked its own
+    if len(heads) == 0:
+        raise ValueError("reduce_heads got no heads; pass the network's list of head outputs.")
+    if inference_mode == "final" or len(heads) == 1:
+        return heads[0]
+    return torch.stack(heads, dim=0).mean(dim=0)
+
+
+@torch.jit.unused
+def _check_mode_name(inference_mode: str) -> None:
+    if inference_mode not in INFERENCE_MODES:
+        raise ValueError(f"inference_mode must be one of {INFERENCE_MODES}, got {inference_mode!r}.")
+
+
+def _renamed(old: str, old_value: Any, new: str, new_value: Any) -> Any:
+    """The value of a keyword argument renamed from ``old`` to ``new``, warning where the old name was used."""
+    if old_value is None:
+        return new_value
+    warnings.warn(f"{old}= is deprecated: use {new}= (the old name goes in the next release).", DeprecationWarning, 3)
+    if new_value is not None and new_value != old_value:
+        raise ValueError(f"got both {new}={new_value!r} and its deprecated name {old}={old_value!r}; pass {new} only.")
+    return old_value
+
+
+@torch.jit.unused
+def _warn_renamed(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated: use {new}= (the old name goes in the next release).", DeprecationWarning, 3)
+
+
+def _whole_number(name: str, value: Any) -> int:
+    if isinstance(value, bool) or int(value) != value:
+        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+    return int(value)
+
+
+def _crop_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``x`` cut to the spatial shape of ``reference`` (an upsampled odd-sized level is one voxel larger)."""
+    for d in range(2, x.dim()):
+        if x.shape[d] != reference.shape[d]:
+            x = x.narrow(d, 0, reference.shape[d])
+    return x
+
+
 class EncoderNode(nn.Module):
-    """X^{i,0}: max-pooling (except at level 0) followed by a ``ConvBlock``.
+    """X^{i,0}: max-pooling (except at level 0) followed by the block H.
 
     Pooling uses ``ceil_mode`` so that a side that is not divisible by two keeps its last voxels; the decoder crops
     the upsampled tensors back to the skip's size.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, pool: bool, **block_args) -> None:
+    def __init__(
+        self, spatial_dims: int, in_channels: int, out_channels: int, pool: bool, checkpointing: bool, **block_args
+    ) -> None:
         super().__init__()
         self.pool = Pool["max", spatial_dims](kernel_size=2, ceil_mode=True) if pool else nn.Identity()
         self.block = ConvBlock(spatial_dims, in_channels, out_channels, **block_args)
+        self.checkpointing = checkpointing
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block([self.pool(x)])
+
+    @torch.jit.unused
+    def _checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        return checkpoint(self._forward, x, use_reentrant=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block([self.pool(x)])
+        if self.checkpointing and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return self._checkpointed(x)
+        return self._forward(x)
 
 
 class NestedNode(nn.Module):
     """X^{i,j}, j > 0: ``H([X^{i,0}, ..., X^{i,j-1}, Up(X^{i+1,j-1})])``.
 
-    With deconvolution upsampling, the block's first convolution reads X^{i+1,j-1} itself and folds ``Up`` into its
-    own kernel (:func:`monai_unetpp.networks.blocks.upsampled_conv`) wherever that needs fewer operations and the
-    skip is exactly twice the size of the tensor below (no crop).
+    With deconvolution upsampling and the ``folded_upsampling`` fast path
+    (:py:class:`monai_unetpp.networks.fast_paths.UpsamplingFold`), the block's first convolution reads X^{i+1,j-1}
+    itself, with ``Up`` folded into its kernel, where that needs fewer operations.
 
     Args:
         spatial_dims: number of spatial dimensions.
@@ -69,11 +146,19 @@ class NestedNode(nn.Module):
         channels: width of this level, used for every node X^{i,*} and for the upsampled tensor.
         column: j, the number of same-level nodes that are concatenated.
         upsample: upsampling mode of ``monai.networks.blocks.UpSample``.
+        checkpointing: recompute the node in backward instead of keeping its activations.
         block_args: the ``ConvBlock`` arguments.
     """
 
     def __init__(
-        self, spatial_dims: int, below_channels: int, channels: int, column: int, upsample: str, **block_args
+        self,
+        spatial_dims: int,
+        below_channels: int,
+        channels: int,
+        column: int,
+        upsample: str,
+        checkpointing: bool,
+        **block_args,
     ) -> None:
         super().__init__()
         self.up = UpSample(
@@ -87,28 +172,28 @@ class NestedNode(nn.Module):
             bias=block_args["bias"],
         )
         self.block = ConvBlock(spatial_dims, channels * (column + 1), channels, **block_args)
-        self.channels = channels
-        self.kernel_size = block_args["kernel_size"]
+        foldable = upsample == "deconv" and any(switch("folded_upsampling"))
+        self.fold = UpsamplingFold(channels, block_args["kernel_size"]) if foldable else None
+        self.up_channels = (channels * column, channels)  # where the upsampled part sits among conv_0's inputs
+        self.checkpointing = checkpointing
 
-    def _folds_upsampling(self, below: torch.Tensor, skip: torch.Tensor) -> bool:
-        if not may_specialize_on_shapes():  # first: a test of a shape would fix that shape in an exported graph
-            return False
-        for d in range(2, below.dim()):
-            if skip.shape[d] != 2 * below.shape[d]:
-                return False
-        return folding_pays(below, self.channels, self.channels, self.kernel_size)
+    def _forward(self, below: torch.Tensor, same_level: list[torch.Tensor]) -> torch.Tensor:
+        skip = same_level[0]
+        if self.fold is not None:  # a separate test: TorchScript drops the branch only where this is all it tests
+            if self.fold.applies(below, skip):
+                weight = self.block.conv_0.conv.weight.narrow(1, self.up_channels[0], self.up_channels[1])
+                return self.block(same_level, self.fold.conv(below, self.up.deconv.weight, self.up.deconv.bias, weight))
+        return self.block(same_level + [_crop_to(self.up(below), skip)])
+
+    @torch.jit.unused
+    def _checkpointed(self, below: torch.Tensor, same_level: list[torch.Tensor]) -> torch.Tensor:
+        # a copy of the list: the caller appends to it, and backward runs the node again on the same inputs
+        return checkpoint(self._forward, below, list(same_level), use_reentrant=False)
 
     def forward(self, below: torch.Tensor, same_level: list[torch.Tensor]) -> torch.Tensor:
-        ref = same_level[0]
-        if hasattr(self.up, "deconv") and self._folds_upsampling(below, ref):
-            # a copy: the caller appends to its list, and a checkpointed block reads its inputs again in backward
-            return self.block(list(same_level), below, self.up.deconv.weight, self.up.deconv.bias)
-        up = self.up(below)
-        for d in range(2, up.dim()):
-            if up.shape[d] != ref.shape[d]:
-                up = up.narrow(d, 0, ref.shape[d])
-        # the block's first convolution reads the parts in place of their concatenation
-        return self.block(same_level + [up])
+        if self.checkpointing and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return self._checkpointed(below, same_level)
+        return self._forward(below, same_level)
 
 
 class UNetPlusPlus(nn.Module):
@@ -178,7 +263,7 @@ class UNetPlusPlus(nn.Module):
         spatial_dims: int = 3,
         in_channels: int = 1,
         out_channels: int = 2,
-        features: Sequence[int] = (32, 32, 64, 128, 256),
+        features: Sequence[int] = DEFAULT_FEATURES,
         deep_supervision: bool = False,
         act: str | tuple | None = ("LeakyReLU", {"negative_slope": 0.1, "inplace": True}),
         norm: str | tuple | None = ("instance", {"affine": True}),
@@ -193,6 +278,9 @@ class UNetPlusPlus(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive whole number of channels, got {value!r}.")
         features = tuple(int(f) for f in features)
         if len(features) < 2 or min(features) < 1:
             raise ValueError(
@@ -220,7 +308,7 @@ class UNetPlusPlus(nn.Module):
             "dropout": dropout,
             "bias": bias,
             "checkpointing": checkpointing,
-        }
+        }  # checkpointing is the nodes' own argument; the rest go to each node's ConvBlock
         self.encoder = nn.ModuleList(
             EncoderNode(spatial_dims, in_channels if i == 0 else features[i - 1], features[i], i > 0, **block_args)
             for i in range(self.depth + 1)
@@ -240,6 +328,7 @@ class UNetPlusPlus(nn.Module):
         self.heads = nn.ModuleList(
             Conv["conv", spatial_dims](features[0], out_channels, kernel_size=1) for _ in self.head_columns
         )
+        self.inference_modes = list(INFERENCE_MODES)  # a list attribute: scripted code reads no global tuples
         self.inference_mode = "final"
         self.inference_depth = self.depth
         self.set_inference(inference_mode, inference_depth)
@@ -252,48 +341,87 @@ class UNetPlusPlus(nn.Module):
         return cls(**{**PRESETS[name], **kwargs})
 
     # ----------------------------------------------------------------------------------------------- settings
-    def _check_depth(self, depth: int) -> int:
-        if not 1 <= depth <= self.depth:
-            raise ValueError(f"inference_depth must be in 1..{self.depth} for this network, got {depth}.")
-        if depth != self.depth and depth not in self.head_columns:
-            raise ValueError(
-                f"inference_depth={depth} needs a head on X^(0,{depth}); build the network with "
-                "deep_supervision=True (and train it so) to prune it."
-            )
-        return depth
+    @torch.jit.export
+    def valid_inference_depths(self) -> list[int]:
+        """The pruning depths this network can run, deepest first: ``depth, ..., 1`` with deep supervision (every
+        top node has a trained head), else only ``depth``."""
+        if self.deep_supervision:
+            return list(range(self.depth, 0, -1))
+        return [self.depth]
 
-    def _check_mode(self, mode: str) -> str:
-        if mode != "final" and mode != "mean":
-            raise ValueError(f"inference_mode must be 'final' or 'mean', got '{mode}'.")
-        if mode == "mean" and not self.deep_supervision:
+    @torch.jit.export
+    def check_inference_depth(self, inference_depth: int) -> int:
+        """``inference_depth`` if this network can run it (see :py:meth:`valid_inference_depths`), else a
+        ValueError that says why."""
+        if inference_depth not in self.valid_inference_depths():
+            if 1 <= inference_depth <= self.depth:
+                raise ValueError(
+                    f"inference_depth={inference_depth} needs a head on X^(0,{inference_depth}); build the network "
+                    "with deep_supervision=True (and train it so) to prune it."
+                )
+            raise ValueError(f"inference_depth must be in 1..{self.depth} for this network, got {inference_depth}.")
+        return inference_depth
+
+    @torch.jit.export
+    def check_inference_mode(self, inference_mode: str) -> str:
+        """``inference_mode`` if it is one of :data:`INFERENCE_MODES` that this network can run, else a ValueError."""
+        if inference_mode not in self.inference_modes:
+            raise ValueError(f"inference_mode must be one of {self.inference_modes}, got '{inference_mode}'.")
+        if inference_mode == "mean" and not self.deep_supervision:
             raise ValueError(
                 "inference_mode='mean' averages the deep-supervision heads: build with deep_supervision=True."
             )
-        return mode
+        return inference_mode
 
-    def set_inference(self, mode: str | None = None, depth: int | None = None) -> UNetPlusPlus:
-        """Set the eval-time output: ``mode`` ("final" or "mean") and pruning ``depth`` (None keeps the current
-        setting; ``depth=self.depth`` turns pruning off). Returns self, so it chains after ``eval()``."""
-        if mode is not None:
-            self.inference_mode = self._check_mode(mode)
-        if depth is not None:
-            self.inference_depth = self._check_depth(int(depth))
+    def set_inference(
+        self,
+        inference_mode: str | None = None,
+        inference_depth: int | None = None,
+        *,
+        mode: str | None = None,
+        depth: int | None = None,
+    ) -> UNetPlusPlus:
+        """Set the eval-time output: ``inference_mode`` ("final" or "mean") and pruning ``inference_depth`` (None
+        keeps the current setting; ``inference_depth=self.depth`` turns pruning off). Returns self, so it chains
+        after ``eval()``. ``mode``/``depth`` are the deprecated names of the two arguments."""
+        inference_mode = _renamed("mode", mode, "inference_mode", inference_mode)
+        inference_depth = _renamed("depth", depth, "inference_depth", inference_depth)
+        if inference_mode is not None:
+            self.inference_mode = self.check_inference_mode(inference_mode)
+        if inference_depth is not None:
+            self.inference_depth = self.check_inference_depth(_whole_number("inference_depth", inference_depth))
         return self
 
-    def shape_factor(self) -> int:
-        """The smallest spatial side this network accepts: 2 ** depth (every level keeps at least one voxel).
+    def shape_factor(self) -> list[int]:
+        """Per spatial axis, the factor by which the network downsamples it (``2 ** depth``), as
+        ``monai.networks.nets.SegResNetDS.shape_factor``.
 
-        With instance normalisation at least one side must also exceed it (see :py:meth:`is_valid_shape`), so that
-        the deepest level holds more than one voxel; multiples of it stay the most efficient sizes.
+        Unlike SegResNetDS, this network takes any side of at least that factor (see
+        :py:meth:`accepts_spatial_shape`); multiples of it waste no computation on padding.
         """
-        return 2**self.depth
+        return [2**self.depth] * self.spatial_dims
 
-    def is_valid_shape(self, shape: Sequence[int]) -> bool:
-        """Whether a spatial shape (without batch and channel) can go through the network."""
-        factor = self.shape_factor()
-        if len(shape) != self.spatial_dims or any(s < factor for s in shape):
+    def accepts_spatial_shape(self, spatial_shape: Sequence[int]) -> bool:
+        """Whether an input of this spatial shape (without batch and channel) can go through the network: every
+        side at least ``2 ** depth`` and, with instance normalisation, more than one voxel at the deepest level."""
+        factor = 2**self.depth
+        if len(spatial_shape) != self.spatial_dims or any(s < factor for s in spatial_shape):
             return False
-        return not self.instance_norm or any(s > factor for s in shape)
+        return not self.instance_norm or any(s > factor for s in spatial_shape)
+
+    def is_valid_shape(self, x: torch.Tensor | Sequence[int]) -> bool:
+        """Whether the input Tensor ``x`` (batch, channel, spatial...) can go through the network, as
+        ``monai.networks.nets.SegResNetDS.is_valid_shape``. A spatial shape (a sequence of ints) is still accepted
+        for one release, with a DeprecationWarning: use :py:meth:`accepts_spatial_shape` for that."""
+        if isinstance(x, torch.Tensor):
+            return x.dim() == self.spatial_dims + 2 and self.accepts_spatial_shape(x.shape[2:])
+        warnings.warn(
+            "is_valid_shape takes the input Tensor, as MONAI's SegResNetDS; for a spatial shape call "
+            "accepts_spatial_shape(shape). Passing a shape goes in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.accepts_spatial_shape(x)
 
     # ----------------------------------------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:
@@ -321,24 +449,44 @@ class UNetPlusPlus(nn.Module):
             )
 
     def forward(
-        self, x: torch.Tensor, mode: str | None = None, depth: int | None = None
+        self,
+        x: torch.Tensor,
+        inference_mode: str | None = None,
+        inference_depth: int | None = None,
+        mode: str | None = None,
+        depth: int | None = None,
     ) -> torch.Tensor | list[torch.Tensor]:
         """
         Args:
-            x: ``(batch, in_channels, *spatial)``, every spatial side at least ``shape_factor()``.
-            mode: per-call override of ``inference_mode``.
-            depth: per-call override of ``inference_depth``.
+            x: ``(batch, in_channels, *spatial)``, every spatial side at least ``2 ** depth``.
+            inference_mode: per-call override of the ``inference_mode`` setting.
+            inference_depth: per-call override of the ``inference_depth`` setting.
+            mode, depth: deprecated names of ``inference_mode`` and ``inference_depth``.
 
         Returns:
             a list of head logits, final first, in training mode with deep supervision; otherwise one Tensor
             ``(batch, out_channels, *spatial)``.
         """
+        if mode is not None:
+            if torch.jit.is_scripting():
+                warnings.warn("forward(mode=...) is deprecated: use inference_mode=...", stacklevel=2)
+            else:
+                _warn_renamed("forward(mode=...)", "inference_mode")
+            if inference_mode is None:
+                inference_mode = mode
+        if depth is not None:
+            if torch.jit.is_scripting():
+                warnings.warn("forward(depth=...) is deprecated: use inference_depth=...", stacklevel=2)
+            else:
+                _warn_renamed("forward(depth=...)", "inference_depth")
+            if inference_depth is None:
+                inference_depth = depth
         self._check_input(x)
         as_list = self.training and self.deep_supervision
         k = self.depth
         if not as_list:
-            k = self.inference_depth if depth is None else self._check_depth(depth)
-        use_mode = self.inference_mode if mode is None else self._check_mode(mode)
+            k = self.inference_depth if inference_depth is None else self.check_inference_depth(inference_depth)
+        use_mode = self.inference_mode if inference_mode is None else self.check_inference_mode(inference_mode)
 
         levels: list[list[torch.Tensor]] = []
         h = x
@@ -356,18 +504,14 @@ class UNetPlusPlus(nn.Module):
                         for m in range(j + 1):
                             levels[i][m] = torch.empty(0, dtype=x.dtype, device=x.device)
 
-        heads: list[torch.Tensor] = []
+        heads: list[torch.Tensor] = []  # final first
         for n, head in enumerate(self.heads):
             c = self.head_columns[n]
-            if as_list:
+            if as_list or c == k or (use_mode == "mean" and c < k):
                 heads.insert(0, head(levels[0][c]))
-            elif c == k or (use_mode == "mean" and c < k):
-                heads.append(head(levels[0][c]))
         if as_list:
             return heads
-        if len(heads) == 1:
-            return heads[0]
-        return torch.stack(heads, dim=0).mean(dim=0)
+        return reduce_heads(heads, use_mode)
 
     # ----------------------------------------------------------------------------------------------- pruning
     def pruned(self, depth: int) -> UNetPlusPlus:
@@ -376,7 +520,7 @@ class UNetPlusPlus(nn.Module):
         The copy's ``depth`` is ``depth``, its output equals ``self(x, depth=depth)`` in eval mode, and its
         ``state_dict`` is a subset of this network's (same keys), so it saves, scripts and exports on its own.
         """
-        depth = self._check_depth(depth)
+        depth = self.check_inference_depth(_whole_number("depth", depth))
         small = copy.deepcopy(self).eval()
         small.encoder = nn.ModuleList(list(small.encoder)[: depth + 1])
         small.decoder = nn.ModuleList(
