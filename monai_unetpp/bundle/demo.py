@@ -2,11 +2,16 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """Train a UNet++ bundle on its synthetic demo data, evaluate it and segment the demo's test images: one command.
 
-Usage (from the repository root)::
+Usage::
 
     python -m monai_unetpp.bundle.demo                                          # 3D bundle
-    python -m monai_unetpp.bundle.demo --bundle bundles/unetpp_2d_segmentation  # 2D bundle
+    python -m monai_unetpp.bundle.demo --bundle unetpp_2d_segmentation          # 2D bundle, by name
+    python -m monai_unetpp.bundle.demo --bundle path/to/a/bundle                # any bundle folder
     python -m monai_unetpp.bundle.demo --epochs 100 --set learning_rate=0.002   # longer, other settings
+
+(``monai-unetpp-demo`` is the same command.) A bundle given by name is one that ships with the package: in a
+source checkout it runs in place (``bundles/<name>``); from an installed wheel it is first copied to ``./<name>``,
+so that its data, models and outputs are written there and never into the installed package.
 
 It runs the bundle's own configs, exactly as ``python -m monai.bundle run`` would, in three steps:
 
@@ -26,6 +31,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -34,7 +41,7 @@ from typing import Any
 
 from monai.bundle import ConfigWorkflow
 
-__all__ = ["DEMO_SETTINGS", "find_bundle", "run_demo", "main"]
+__all__ = ["DEFAULT_BUNDLE", "DEMO_SETTINGS", "find_bundle", "main", "run_demo", "shipped_bundles"]
 
 DEMO_SETTINGS: dict[int, dict[str, Any]] = {
     3: {
@@ -60,22 +67,50 @@ DEMO_SETTINGS: dict[int, dict[str, Any]] = {
 }
 """Overrides of the bundle configs, per spatial rank, sized for a 2-core CPU."""
 
-_DEFAULT_BUNDLE = Path("bundles") / "unetpp_3d_segmentation"
+DEFAULT_BUNDLE = "unetpp_3d_segmentation"
 
 
-def find_bundle(bundle: str | Path | None = None) -> Path:
-    """The bundle folder: ``bundle`` if given, else ``bundles/unetpp_3d_segmentation`` in the working directory or
-    in the source checkout this package runs from."""
-    candidates = (
-        [Path(bundle)] if bundle is not None else [_DEFAULT_BUNDLE, Path(__file__).parents[2] / _DEFAULT_BUNDLE]
-    )
-    for candidate in candidates:
-        if (candidate / "configs" / "train.json").is_file():
-            return candidate.absolute()
-    raise FileNotFoundError(
-        f"no bundle (configs/train.json) at {', '.join(str(c) for c in candidates)}; run from the repository root "
-        "or pass --bundle PATH to a bundle folder such as bundles/unetpp_3d_segmentation."
-    )
+def shipped_bundles() -> Path:
+    """The folder of the bundles that ship with monai-unetpp: ``monai_unetpp/bundles`` in an installed wheel, the
+    checkout's ``bundles/`` in a source (editable) install."""
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "bundles", package.parent / "bundles"):
+        if (folder / DEFAULT_BUNDLE / "configs" / "train.json").is_file():
+            return folder
+    raise FileNotFoundError(f"no bundles ship with this installation of monai_unetpp ({package}); reinstall it.")
+
+
+def _is_checkout(folder: Path) -> bool:
+    return (folder.parent / "pyproject.toml").is_file() and os.access(folder, os.W_OK)
+
+
+def find_bundle(bundle: str | Path | None = None, workdir: str | Path | None = None) -> Path:
+    """The bundle folder to run.
+
+    Args:
+        bundle: a bundle folder (with ``configs/train.json``), or the name of a bundle that ships with the package;
+            None for :data:`DEFAULT_BUNDLE`.
+        workdir: where a shipped bundle of an installed wheel is copied (``<workdir>/<name>``, reused when it is
+            there). Defaults to the working directory.
+    """
+    candidate = Path(bundle) if bundle is not None else None
+    if candidate is not None and (candidate / "configs" / "train.json").is_file():
+        return candidate.absolute()
+    name = DEFAULT_BUNDLE if bundle is None else str(bundle)
+    shipped = shipped_bundles()
+    if not (shipped / name / "configs" / "train.json").is_file() or Path(name).name != name:
+        names = sorted(p.name for p in shipped.glob("unetpp_*") if (p / "configs" / "train.json").is_file())
+        raise FileNotFoundError(
+            f"{bundle} is neither a bundle folder (with configs/train.json) nor a bundle that ships with "
+            f"monai-unetpp ({', '.join(names)}); pass --bundle PATH to a bundle folder or one of those names."
+        )
+    if _is_checkout(shipped):
+        return shipped / name
+    copy = Path.cwd() / name if workdir is None else Path(workdir) / name
+    if not (copy / "configs" / "train.json").is_file():
+        shutil.copytree(shipped / name, copy, dirs_exist_ok=True)
+        print(f"copied the {name} bundle to {copy}")
+    return copy.absolute()
 
 
 def _workflow(bundle: Path, files: Sequence[str], workflow_type: str | None, settings: dict[str, Any]) -> None:
@@ -124,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m monai_unetpp.bundle.demo",
         description="Train a UNet++ bundle on its synthetic demo data, evaluate it and segment the test images.",
     )
-    parser.add_argument("--bundle", help=f"bundle folder (default: {_DEFAULT_BUNDLE})")
+    parser.add_argument("--bundle", help=f"bundle folder, or the name of a shipped bundle (default: {DEFAULT_BUNDLE})")
     parser.add_argument("--epochs", type=int, help="number of training epochs (default: the demo's)")
     parser.add_argument(
         "--set",

@@ -1,0 +1,56 @@
+"""The wheel that `pip wheel .` builds: it carries the bundles, and the main job runs from it without the source tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory) -> Path:
+    """The wheel built from this checkout, installed (without dependencies) into a folder of its own."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    build = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", tmp]
+    subprocess.run(build, check=True, cwd=tmp)
+    (wheel,) = tmp.glob("monai_unetpp-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for bundle in sorted(p.name for p in (REPO / "bundles").glob("unetpp_*")):
+        for config in ("train.json", "inference.json", "evaluate.json", "metadata.json"):
+            assert f"monai_unetpp/bundles/{bundle}/configs/{config}" in names
+    packages = {str(p.parent.relative_to(REPO)).replace(os.sep, ".") for p in (REPO / "monai_unetpp").rglob("*.py")}
+    assert all(any(n.startswith(package.replace(".", "/") + "/") for n in names) for package in packages), packages
+    target = tmp / "site"
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", target, wheel]
+    subprocess.run(install, check=True, cwd=tmp)
+    return target
+
+
+def test_main_job_runs_from_the_installed_wheel(installed_wheel, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(installed_wheel)}  # ahead of this checkout's editable install
+    where = subprocess.run(
+        [sys.executable, "-c", "import monai_unetpp; print(monai_unetpp.__file__)"],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert where.startswith(str(installed_wheel)), where
+    tiny = {"features": [4, 8, 16], "patch_size": [16, 16, 16], "num_workers": 0, "progress_bar": False}
+    command = [sys.executable, "-m", "monai_unetpp.bundle.demo", "--epochs", "1"]
+    command += [f"--set={key}={json.dumps(value)}" for key, value in tiny.items()]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    copy = tmp_path / "unetpp_3d_segmentation"
+    assert f"copied the unetpp_3d_segmentation bundle to {copy}" in done.stdout
+    assert "mean validation Dice: " in done.stdout
+    assert (copy / "models" / "model.pt").is_file() and list((copy / "eval").glob("*_seg.nii.gz"))
+    assert not (installed_wheel / "monai_unetpp" / "bundles" / "unetpp_3d_segmentation" / "models").exists()
