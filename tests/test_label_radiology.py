@@ -7,11 +7,12 @@ the last one trains and checks that inference then loads the published model.
 from __future__ import annotations
 
 import json
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from label_support.server import assert_label_volume, corrected_label, make_studies, run_in_venv, running_server
+from label_support.server import REPO, assert_label_volume, corrected_label, make_studies, run_in_venv, running_server
 
 from monai_unetpp import UNetPlusPlus
 from monai_unetpp.label.make_app import add_unetpp_config
@@ -54,7 +55,7 @@ def test_info_lists_the_model_with_its_labels(radiology):
     assert model["type"] == "segmentation"
     assert model["labels"] == LABELS
     assert model["config"]["inference_mode"] == ["final", "mean"]
-    assert model["config"]["pruning_depth"] == [2, 1]
+    assert model["config"]["inference_depth"] == [2, 1]
     assert info["trainers"][MODEL]["labels"] == LABELS
     assert info["datastore"]["completed"] == 3
 
@@ -68,11 +69,16 @@ def test_infer_returns_a_label_on_the_image_grid(radiology):
 def test_infer_options_from_the_viewer(radiology):
     server, _, studies, tmp = radiology
     mark = len(server.log_text())
-    options = {"inference_mode": "mean", "pruning_depth": 1}
+    options = {"inference_mode": "mean", "inference_depth": 1}
     result = server.infer(MODEL, "img1", tmp / "img1_mean.nii.gz", params=options)
     assert_label_volume(result, studies / "img1.nii.gz", LABELS.values())
     log = server.log_text()[mark:]
-    assert "UNetPlusPlusInferer" in log and "'head_mode': 'mean'" in log and "'depth': 1" in log, log[-3000:]
+    assert "UNetPlusPlusInferer" in log and "'inference_mode': 'mean'" in log, log[-3000:]
+    assert "'inference_depth': 1" in log, log[-3000:]
+    # older clients send the option's former name
+    mark = len(server.log_text())
+    server.infer(MODEL, "img1", tmp / "img1_old.nii.gz", params={"pruning_depth": 1})
+    assert "'inference_depth': 1" in server.log_text()[mark:]
 
 
 def test_twenty_concurrent_infer_requests(radiology):
@@ -115,3 +121,13 @@ def test_corrected_label_then_train_publishes_a_model_that_infer_then_loads(radi
     result = server.infer(MODEL, "img3", tmp / "img3_trained.nii.gz")
     assert_label_volume(result, studies / "img3.nii.gz", LABELS.values())
     assert f"Infer model path: {model_file}" in server.log_text()[mark:]
+
+
+def test_the_readmes_make_app_command_runs_as_printed(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    (line,) = [ln for ln in readme.splitlines() if ln.startswith("python -m monai_unetpp.label.make_app ")]
+    args = shlex.split(line)[1:]
+    out = run_in_venv(args, tmp_path)
+    assert "start_server --app apps/radiology --studies <images folder> --host 127.0.0.1" in out
+    written = (tmp_path / "apps" / "radiology" / "lib" / "configs" / f"{MODEL}.py").read_text()
+    assert "labels = {'liver': 1, 'tumor': 2}" in written

@@ -5,7 +5,7 @@
 Usage::
 
     python -m monai_unetpp.label.make_app apps/radiology --labels spleen,liver
-    monailabel start_server --app apps/radiology --studies datasets/Task09_Spleen/imagesTr \\
+    monailabel start_server --app apps/radiology --studies datasets/Task09_Spleen/imagesTr --host 127.0.0.1 \\
         --conf models segmentation_unetpp --conf sam2 false
 
 When ``DIR`` holds no ``main.py``, MONAI Label's stock radiology sample app is copied there first (from the
@@ -164,8 +164,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OSError, ValueError) as error:
         parser.error(str(error))
     print(f"wrote {target}")
+    # MONAI Label binds every interface by default; the hint keeps the server on this machine
     print(
-        f"start: monailabel start_server --app {args.app_dir} --studies <images folder> "
+        f"start: monailabel start_server --app {args.app_dir} --studies <images folder> --host 127.0.0.1 "
         f"--conf models {args.name} --conf sam2 false"
     )
 
