@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+BENCHMARKS = REPO / "benchmarks"
 
 
 def load_script(name: str):

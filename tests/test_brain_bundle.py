@@ -15,10 +15,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import BUNDLE_BRAIN
 from monai.bundle import ConfigWorkflow
 from pictures import assert_real_picture
 
-from monai_unetpp.brain import (
+from monai_unetpp.data.brain import (
     TISSUE_CLASSES,
     SoftLabeld,
     patch_variation,
@@ -30,7 +31,7 @@ from monai_unetpp.visualize import montage_size
 
 pytest.importorskip("nilearn")
 
-BUNDLE = Path(__file__).parents[1] / "bundles" / "unetpp_brain_tissue_mri_segmentation"
+BUNDLE = BUNDLE_BRAIN
 #: one epoch of one iteration with a 2-level network on 16-voxel patches of the template resampled to 4 mm
 SMOKE = {
     "features": [4, 8, 16],

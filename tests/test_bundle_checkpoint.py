@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_net
 from ignite.engine import Engine, Events
 
-from monai_unetpp import UNetPlusPlus
 from monai_unetpp.bundle import (
     BestCheckpointSaver,
     ClassMetricsReport,
@@ -21,10 +21,6 @@ from monai_unetpp.bundle import (
     atomic_save,
     to_bool,
 )
-
-
-def tiny_net() -> UNetPlusPlus:
-    return UNetPlusPlus(3, 1, 3, features=(4, 8), deep_supervision=True)
 
 
 class FailsWhilePickled:
@@ -36,7 +32,7 @@ class FailsWhilePickled:
 
 def test_atomic_save_keeps_the_previous_file_when_a_save_fails(tmp_path):
     path = tmp_path / "model.pt"
-    good = tiny_net().state_dict()
+    good = tiny_net(depth=1).state_dict()
     atomic_save(good, path)
     with pytest.raises(OSError, match="disk full"):
         atomic_save({"weights": good, "broken": FailsWhilePickled()}, path)
@@ -90,7 +86,7 @@ def engine_with_metrics(values: list[float]) -> Engine:
 
 
 def test_best_checkpoint_saver_keeps_the_best_model_as_a_plain_state_dict(tmp_path):
-    net = tiny_net()
+    net = tiny_net(depth=1)
     saver = BestCheckpointSaver(tmp_path, {"model": net})
     engine = engine_with_metrics([0.2, 0.5, 0.4])
     saver.attach(engine)
@@ -107,11 +103,11 @@ def test_best_checkpoint_saver_keeps_the_best_model_as_a_plain_state_dict(tmp_pa
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
     assert saver.state_dict() == {"best_metric": 0.5, "best_metric_epoch": 2}
     assert all(torch.equal(saved[k], weights_at[2][k]) for k in saved)
-    tiny_net().load_state_dict(saved)  # loadable without any wrapping key
+    tiny_net(depth=1).load_state_dict(saved)  # loadable without any wrapping key
 
 
 def test_best_checkpoint_saver_restored_state_blocks_a_worse_model(tmp_path):
-    saver = BestCheckpointSaver(tmp_path, {"model": tiny_net()})
+    saver = BestCheckpointSaver(tmp_path, {"model": tiny_net(depth=1)})
     saver.load_state_dict({"best_metric": 0.9, "best_metric_epoch": 7})
     engine = engine_with_metrics([0.5])
     saver.attach(engine)
@@ -134,7 +130,7 @@ def train_engine(net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Engi
 def test_training_state_checkpoint_resumes_after_the_saved_epoch(tmp_path):
     torch.manual_seed(0)
     data = [torch.randn(1, 1, 8, 8, 8) for _ in range(2)]
-    net = tiny_net()
+    net = tiny_net(depth=1)
     optimizer = torch.optim.AdamW(net.parameters(), lr=0.01)
     first = train_engine(net, optimizer)
     TrainingStateCheckpoint(tmp_path, {"network": net, "optimizer": optimizer}).attach(first)
@@ -142,7 +138,7 @@ def test_training_state_checkpoint_resumes_after_the_saved_epoch(tmp_path):
     state = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert state["trainer"]["iteration"] == 4 and state["trainer"]["epoch_length"] == 2  # ignite: epoch 2
 
-    resumed_net = tiny_net()
+    resumed_net = tiny_net(depth=1)
     resumed_optimizer = torch.optim.AdamW(resumed_net.parameters(), lr=0.01)
     second = train_engine(resumed_net, resumed_optimizer)
     epochs_run = []
@@ -166,7 +162,7 @@ def test_training_state_checkpoint_resumes_after_the_saved_epoch(tmp_path):
 
 
 def test_training_state_checkpoint_errors(tmp_path):
-    net = tiny_net()
+    net = tiny_net(depth=1)
     with pytest.raises(ValueError, match="interval must be a positive"):
         TrainingStateCheckpoint(tmp_path, {"network": net}, interval=0)
     with pytest.raises(ValueError, match="already has the key 'trainer'"):
@@ -216,4 +212,4 @@ def test_to_bool_rejects_other_values():
     with pytest.raises(ValueError, match="resume must be true or false, got 'maybe'"):
         to_bool("maybe", "resume")
     with pytest.raises(ValueError, match="must be true or false"):
-        TrainingStateCheckpoint("models", {"network": tiny_net()}, resume="ture")
+        TrainingStateCheckpoint("models", {"network": tiny_net(depth=1)}, resume="ture")

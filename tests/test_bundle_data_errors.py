@@ -9,11 +9,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import BUNDLE_3D
 from monai.bundle import ConfigWorkflow
 
 from monai_unetpp.data import DatasetError, make_demo_dataset
 
-CONFIGS = Path(__file__).parents[1] / "bundles" / "unetpp_3d_segmentation" / "configs"
+CONFIGS = BUNDLE_3D / "configs"
 
 
 def first_label(data: Path) -> Path:

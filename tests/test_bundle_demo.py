@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
+from conftest import BUNDLE_3D as BUNDLE
 
 from monai_unetpp.bundle.demo import DEMO_SETTINGS, find_bundle, main
 from monai_unetpp.data import make_demo_dataset
-
-BUNDLE = Path(__file__).parents[1] / "bundles" / "unetpp_3d_segmentation"
 
 
 def test_demo_trains_evaluates_infers_and_prints_the_dice(tmp_path, capsys):

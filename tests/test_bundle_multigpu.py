@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BUNDLE_3D
 
 from monai_unetpp.data import make_demo_dataset
 
-CONFIGS = Path(__file__).parents[1] / "bundles" / "unetpp_3d_segmentation" / "configs"
+CONFIGS = BUNDLE_3D / "configs"
 TINY = {
     "features": [4, 8, 16],
     "patch_size": [16, 16, 16],

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import seeded, tiny_net
 
 from monai_unetpp import UNetPlusPlus
-
-TINY = (4, 8, 8, 16, 16, 16)
-
-
-def tiny_net(spatial_dims: int = 3, depth: int = 3, out_channels: int = 3, **kwargs) -> UNetPlusPlus:
-    kwargs.setdefault("deep_supervision", True)
-    return UNetPlusPlus(spatial_dims, 1, out_channels, features=TINY[: depth + 1], **kwargs)
-
-
-def seeded_input(*shape: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
 def head_at(net: UNetPlusPlus, x: torch.Tensor, column: int) -> torch.Tensor:
@@ -32,7 +22,7 @@ def head_at(net: UNetPlusPlus, x: torch.Tensor, column: int) -> torch.Tensor:
 @pytest.mark.parametrize("upsample", ["deconv", "nontrainable", "pixelshuffle"])
 def test_output_shape_matches_any_input_shape(spatial_dims, shape, upsample):
     net = tiny_net(spatial_dims, upsample=upsample)
-    x = seeded_input(*shape)
+    x = seeded(*shape)
     heads = net.train()(x)
     assert isinstance(heads, list) and len(heads) == net.depth
     assert all(h.shape == (shape[0], 3, *shape[2:]) for h in heads)
@@ -48,7 +38,7 @@ def test_any_depth_builds_the_nested_grid(depth):
     assert len(net.encoder) == depth + 1
     # column j holds X^{0..depth-j, j}: depth * (depth + 1) / 2 decoder nodes in all
     assert [len(c) for c in net.decoder] == list(range(depth, 0, -1))
-    x = seeded_input(1, 1, 2**depth + 3, 2**depth)
+    x = seeded(1, 1, 2**depth + 3, 2**depth)
     assert len(net.train()(x)) == depth
     assert net.eval()(x).shape == (1, 3, 2**depth + 3, 2**depth)
 
@@ -85,7 +75,7 @@ def test_paper_preset_is_the_reference_architecture():
 def test_without_deep_supervision_there_are_no_unused_heads():
     net = tiny_net(2, deep_supervision=False)
     assert len(net.heads) == 1
-    x = seeded_input(1, 1, 16, 16)
+    x = seeded(1, 1, 16, 16)
     out = net.train()(x)
     assert isinstance(out, torch.Tensor)
     out.sum().backward()
@@ -94,13 +84,13 @@ def test_without_deep_supervision_there_are_no_unused_heads():
 
 def test_every_parameter_gets_a_gradient_with_deep_supervision():
     net = tiny_net(2)
-    sum(h.sum() for h in net.train()(seeded_input(1, 1, 16, 16))).backward()
+    sum(h.sum() for h in net.train()(seeded(1, 1, 16, 16))).backward()
     assert all(p.grad is not None for p in net.parameters())
 
 
 def test_final_and_mean_modes():
     net = tiny_net(2)
-    x = seeded_input(2, 1, 24, 16)
+    x = seeded(2, 1, 24, 16)
     heads = [head_at(net, x, c) for c in range(1, net.depth + 1)]
     with torch.no_grad():
         torch.testing.assert_close(net(x), heads[-1])
@@ -113,7 +103,7 @@ def test_final_and_mean_modes():
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_pruned_forward_equals_the_head_of_the_full_network(spatial_dims):
     net = tiny_net(spatial_dims, depth=3)
-    x = seeded_input(1, 1, *([19] * spatial_dims))
+    x = seeded(1, 1, *([19] * spatial_dims))
     for k in (1, 2, 3):
         expected = head_at(net, x, k)
         with torch.no_grad():
@@ -141,7 +131,7 @@ def executed_nodes(net: UNetPlusPlus, x: torch.Tensor, **kwargs) -> set[str]:
 
 def test_pruning_runs_only_the_nodes_with_i_plus_j_at_most_k():
     net = tiny_net(2, depth=4).eval()
-    x = seeded_input(1, 1, 32, 32)
+    x = seeded(1, 1, 32, 32)
     for k in range(1, 5):
         ran = executed_nodes(net, x, inference_depth=k)
         expected = {f"encoder.{i}" for i in range(k + 1)}
@@ -159,7 +149,7 @@ def count_flops(net: torch.nn.Module, x: torch.Tensor, **kwargs) -> int:
 
 def test_pruning_saves_flops_and_parameters():
     net = tiny_net(3, depth=3).eval()
-    x = seeded_input(1, 1, 16, 16, 16)
+    x = seeded(1, 1, 16, 16, 16)
     flops = [count_flops(net, x, inference_depth=k) for k in (1, 2, 3)]
     assert flops[0] < flops[1] < flops[2]
     assert flops[0] < 0.3 * flops[2]
@@ -175,7 +165,7 @@ def test_pruned_copy_is_standalone():
     for key, value in small.state_dict().items():
         assert torch.equal(value, net.state_dict()[key])
     with pytest.raises(ValueError, match="inference_depth must be in 1..2"):
-        small(seeded_input(1, 1, 16, 16), inference_depth=3)
+        small(seeded(1, 1, 16, 16), inference_depth=3)
     assert small.pruned(1).depth == 1
 
 
@@ -184,7 +174,7 @@ def test_torchscript_in_train_and_eval(pruned):
     net = tiny_net(2)
     if pruned:
         net = net.pruned(2)
-    x = seeded_input(1, 1, 20, 16)
+    x = seeded(1, 1, 20, 16)
     scripted = torch.jit.script(net)
     scripted.train(), net.train()
     torch.manual_seed(0)
@@ -202,16 +192,14 @@ def test_monai_convert_to_torchscript_verifies(tmp_path):
     from monai.networks.utils import convert_to_torchscript
 
     net = tiny_net(3, depth=2).eval()
-    convert_to_torchscript(
-        net, filename_or_obj=tmp_path / "net.ts", verify=True, inputs=[seeded_input(1, 1, 16, 16, 16)]
-    )
+    convert_to_torchscript(net, filename_or_obj=tmp_path / "net.ts", verify=True, inputs=[seeded(1, 1, 16, 16, 16)])
     assert (tmp_path / "net.ts").stat().st_size > 0
 
 
 def test_onnx_export_matches_onnxruntime(tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     net = tiny_net(3, depth=2).eval()
-    x = seeded_input(1, 1, 16, 20, 18)
+    x = seeded(1, 1, 16, 20, 18)
     path = tmp_path / "net.onnx"
     torch.onnx.export(net, (x,), str(path), opset_version=17, input_names=["image"], output_names=["logits"])
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -222,7 +210,7 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
 
 def test_torch_compile_matches_eager():
     net = tiny_net(2, depth=2).eval()
-    x = seeded_input(1, 1, 16, 16)
+    x = seeded(1, 1, 16, 16)
     compiled = torch.compile(net)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), net(x), rtol=1e-5, atol=1e-5)
@@ -231,7 +219,7 @@ def test_torch_compile_matches_eager():
 def test_torch_compile_captures_training_and_inference_in_one_graph():
     # batch-1 3D, widths of 16: the oneDNN grouping, the folded upsampling and the CPU instance norm all apply
     net = UNetPlusPlus(3, 1, 2, features=(16, 16, 32), deep_supervision=True)
-    x = seeded_input(1, 1, 32, 32, 32)
+    x = seeded(1, 1, 32, 32, 32)
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")  # fullgraph: a graph break is an error
     heads, heads_ref = compiled.train()(x), net.train()(x)
     for a, b in zip(heads, heads_ref, strict=True):
@@ -248,7 +236,7 @@ def test_monai_verify_net_in_out_style_eval_returns_one_tensor():
 
     net = tiny_net(3, depth=2).eval()
     with torch.no_grad():
-        out = SlidingWindowInferer(roi_size=16, sw_batch_size=2)(seeded_input(1, 1, 30, 21, 16), net)
+        out = SlidingWindowInferer(roi_size=16, sw_batch_size=2)(seeded(1, 1, 30, 21, 16), net)
     assert isinstance(out, torch.Tensor) and out.shape == (1, 3, 30, 21, 16)
 
 
@@ -303,7 +291,7 @@ def test_shape_api_is_monais():
 
 def test_old_keyword_names_warn_and_still_work():
     net = tiny_net(2, depth=3, deep_supervision=True).eval()
-    x = seeded_input(1, 1, 16, 16)
+    x = seeded(1, 1, 16, 16)
     with torch.no_grad():
         expected = net(x, inference_mode="mean", inference_depth=2)
         with pytest.warns(DeprecationWarning, match="inference_depth"):
@@ -321,7 +309,7 @@ def test_metatensor_input_from_monai_pipelines():
     from monai.data import MetaTensor
 
     net = tiny_net(3, depth=2)
-    x = MetaTensor(seeded_input(1, 1, 16, 17, 16), affine=torch.eye(4))
+    x = MetaTensor(seeded(1, 1, 16, 17, 16), affine=torch.eye(4))
     assert len(net.train()(x)) == 2
     with torch.no_grad():
         for k in (1, 2):
@@ -335,4 +323,10 @@ def test_instance_norm_needs_more_than_one_voxel_at_the_deepest_level():
     assert not net.accepts_spatial_shape((4, 4, 4)) and net.accepts_spatial_shape((4, 5, 4))
     assert net(torch.zeros(1, 1, 4, 5, 4)).shape == (1, 2, 4, 5, 4)
     batch_norm = UNetPlusPlus(3, 1, 2, features=(4, 8, 8), norm="batch").eval()
-    assert batch_norm.accepts_spatial_shape((4, 4, 4)) and batch_norm(torch.zeros(1, 1, 4, 4, 4)).shape == (1, 2, 4, 4, 4)
+    assert batch_norm.accepts_spatial_shape((4, 4, 4)) and batch_norm(torch.zeros(1, 1, 4, 4, 4)).shape == (
+        1,
+        2,
+        4,
+        4,
+        4,
+    )

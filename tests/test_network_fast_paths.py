@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import seeded
 from monai.networks.blocks import Convolution
 from monai.networks.nets import BasicUNetPlusPlus
 
@@ -37,10 +38,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def seeded(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_net
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import MeanDice, from_engine
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.transforms import Activationsd, AsDiscreted, Compose
 
-from monai_unetpp import DeepSupervisionDiceCELoss, SelectHead, SelectHeadd, UNetPlusPlus, UNetPlusPlusInferer
-
-
-def tiny_net(**kwargs) -> UNetPlusPlus:
-    return UNetPlusPlus(3, 1, 3, features=(4, 8, 8), deep_supervision=True, **kwargs)
+from monai_unetpp import DeepSupervisionDiceCELoss, SelectHead, SelectHeadd, UNetPlusPlusInferer
 
 
 def synthetic_items(n: int, size: int = 16) -> list[dict]:
@@ -71,7 +68,7 @@ def test_select_head():
 
 
 def test_inferer_modes_and_depths_equal_the_network_output():
-    net = tiny_net().eval()
+    net = tiny_net(depth=2).eval()
     image = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
         for mode in ("final", "mean"):
@@ -85,7 +82,7 @@ def test_inferer_modes_and_depths_equal_the_network_output():
 
 
 def test_inferer_stitches_one_buffer_and_rejects_foreign_networks():
-    net = tiny_net().eval()
+    net = tiny_net(depth=2).eval()
     calls = []
 
     def counting(x, **kwargs):
@@ -113,7 +110,7 @@ def test_inferer_stitches_one_buffer_and_rejects_foreign_networks():
 
 
 def test_inferer_old_keyword_names_warn_and_still_work():
-    net = tiny_net().eval()
+    net = tiny_net(depth=2).eval()
     image = torch.randn(1, 1, 20, 16, 16)
     with pytest.warns(DeprecationWarning, match="inference_mode"):
         old = UNetPlusPlusInferer(roi_size=16, mode="mean", depth=2)
@@ -125,7 +122,7 @@ def test_inferer_old_keyword_names_warn_and_still_work():
 
 def test_supervised_trainer_and_evaluator_run():
     torch.manual_seed(0)
-    net = tiny_net()
+    net = tiny_net(depth=2)
     post = Compose(
         [
             SelectHeadd(keys="pred"),
@@ -169,7 +166,7 @@ def test_supervised_trainer_and_evaluator_run():
 
 def test_monai_sliding_window_would_stitch_every_head():
     """Why the inferer exists: MONAI's sliding window stitches one buffer per list element."""
-    net = tiny_net().train()
+    net = tiny_net(depth=2).train()
     with torch.no_grad():
         raw = SlidingWindowInferer(roi_size=16)(torch.randn(1, 1, 16, 16, 16), net)
         ours = UNetPlusPlusInferer(roi_size=16)(torch.randn(1, 1, 16, 16, 16), net)

@@ -1,26 +1,36 @@
-"""The wheel that `pip wheel .` builds: it carries the bundles, and the main job runs from it without the source tree."""
+"""The wheel that `pip wheel .` builds carries the bundles, and the main job runs from it without the source tree."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).parents[1]
+import monai_unetpp
 
 
 @pytest.fixture(scope="module")
 def installed_wheel(tmp_path_factory) -> Path:
     """The wheel built from this checkout, installed (without dependencies) into a folder of its own."""
     tmp = tmp_path_factory.mktemp("wheel")
-    build = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", tmp]
+    # from a copy of the files git knows: a build/ folder left in the checkout would carry deleted modules along
+    source = tmp / "source"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True)
+    for name in listed.stdout.splitlines():
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", tmp]
     subprocess.run(build, check=True, cwd=tmp)
     (wheel,) = tmp.glob("monai_unetpp-*.whl")
+    assert wheel.name.startswith(f"monai_unetpp-{monai_unetpp.__version__}-")
     names = zipfile.ZipFile(wheel).namelist()
     for bundle in sorted(p.name for p in (REPO / "bundles").glob("unetpp_*")):
         for config in ("train.json", "inference.json", "evaluate.json", "metadata.json"):

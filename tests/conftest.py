@@ -1,0 +1,32 @@
+"""What several test modules share: the checkout's paths, seeded inputs and tiny networks.
+
+Test modules import these names with ``from conftest import ...`` (pytest puts this folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from monai_unetpp import UNetPlusPlus
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = REPO / "bundles"
+BUNDLE_3D = BUNDLES / "unetpp_3d_segmentation"
+BUNDLE_2D = BUNDLES / "unetpp_2d_segmentation"
+BUNDLE_BRAIN = BUNDLES / "unetpp_brain_tissue_mri_segmentation"
+
+#: Widths of the tiny test networks by level: depth k uses the first k + 1.
+TINY = (4, 8, 8, 16, 16, 16)
+
+
+def tiny_net(spatial_dims: int = 3, depth: int = 3, out_channels: int = 3, **kwargs) -> UNetPlusPlus:
+    """A UNet++ with widths :data:`TINY` and (unless told otherwise) deep supervision."""
+    kwargs.setdefault("deep_supervision", True)
+    return UNetPlusPlus(spatial_dims, 1, out_channels, features=TINY[: depth + 1], **kwargs)
+
+
+def seeded(*shape: int, seed: int = 0) -> torch.Tensor:
+    """A standard-normal tensor that depends on the seed only, not on the random state earlier tests left."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
