@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     report = {"settings": settings, "machine": machine, "rows": rows, "records": records}
-    (out / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "results.json").write_text(json.dumps(report, indent=4, default=str) + "\n")
     (out / "results.md").write_text(table(rows) + "\n")
     plot_comparison(records, out / "compare_curves.png")
     print(table(rows))

@@ -153,7 +153,7 @@ def test_inference_mode_and_depth_from_the_command_line(trained, tmp_path):
     parser.update({**trained.overrides, "inference_depth": 1, "inference_mode": "mean"})
     inferer = parser.get_parsed_content("inferer")
     assert isinstance(inferer, UNetPlusPlusInferer)
-    assert (inferer.depth, inferer.head_mode) == (1, "mean")
+    assert (inferer.inference_depth, inferer.inference_mode) == (1, "mean")
 
 
 def test_exports_give_the_checkpoint_outputs(trained):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from pydoc import locate
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
 
@@ -27,9 +29,27 @@ def layered(config: Path, fragment: str, **overrides) -> ConfigParser:
     return parser
 
 
+def fragment_targets(config) -> list[str]:
+    if isinstance(config, dict):
+        own = [config["_target_"]] if "_target_" in config else []
+        return own + [t for v in config.values() for t in fragment_targets(v)]
+    if isinstance(config, list):
+        return [t for v in config for t in fragment_targets(v)]
+    return []
+
+
 def write_nifti(path: Path, array: np.ndarray, spacing: tuple[float, ...]) -> str:
     nib.save(nib.Nifti1Image(array.astype(np.float32), np.diag([*spacing, 1.0])), path)
     return str(path)
+
+
+@pytest.mark.parametrize("fragment", sorted(p.name for p in FRAGMENTS.glob("*.yaml")))
+def test_fragment_targets_are_full_dotted_paths_that_import(fragment):
+    targets = fragment_targets(yaml.safe_load((FRAGMENTS / fragment).read_text()))
+    for target in targets:
+        assert "." in target, f"{fragment}: {target} is not a full dotted path"
+        assert locate(target) is not None, f"{fragment}: {target} does not import"
+    assert targets or fragment in ("fast_inference.yaml", "paper_2d.yaml")
 
 
 def test_paper_2d_is_the_paper_preset_and_its_loss(tmp_path):
@@ -62,7 +82,7 @@ def test_fast_inference_runs_the_pruned_network(tmp_path):
     )
     net = parser.get_parsed_content("network_def").eval()
     inferer = parser.get_parsed_content("inferer")
-    assert (inferer.depth, inferer.head_mode, inferer.overlap) == (2, "final", 0.125)
+    assert (inferer.inference_depth, inferer.inference_mode, inferer.overlap) == (2, "final", 0.125)
     deepest_runs = []
     net.encoder[3].register_forward_hook(lambda *args: deepest_runs.append(1))
     x = torch.randn(1, 1, 24, 24, 24)

@@ -1,0 +1,16 @@
+# Copyright (c) monai-unetpp contributors
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""bundles/unetpp_2d_segmentation: the generic bundle on 2D images, with the paper's widths 32 to 512."""
+
+from bundle_template import Bundle
+
+BUNDLE = Bundle(
+    spatial_dims=2,
+    num_classes=3,
+    features=[32, 64, 128, 256, 512],
+    spacing=[0.0, 0.0],  # keep the images' own pixel spacing
+    patch_size=[128, 128],
+    batch_size=8,
+    num_samples=4,
+    sw_batch_size=16,
+)
