@@ -7,7 +7,7 @@ from .networks import INFERENCE_MODES, PRESETS, UNetPlusPlus, UnetPlusPlus, UNet
 from .transforms import PathSafeSpacingd, SelectHead, SelectHeadD, SelectHeadd, SelectHeadDict
 from .utils import unwrap_network
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "INFERENCE_MODES",
