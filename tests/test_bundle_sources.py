@@ -13,11 +13,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import BUNDLES, REPO
 
 from monai_unetpp.data import make_demo_dataset
 
-REPO = Path(__file__).parents[1]
-BUNDLES = REPO / "bundles"
 ALL_BUNDLES = sorted(path.parent.parent for path in BUNDLES.glob("*/configs/metadata.json"))
 #: outputs of local runs (ignored by git): not part of a bundle
 OUTPUTS = {"data", "models", "eval", "outputs", "runs"}

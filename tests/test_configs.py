@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import BUNDLE_2D, BUNDLE_3D, REPO
 from monai.bundle import ConfigParser
 from monai.inferers import SlidingWindowInferer
 
 from monai_unetpp import UNetPlusPlus
 
-REPO = Path(__file__).parents[1]
 FRAGMENTS = REPO / "configs"
-BUNDLE_3D = REPO / "bundles" / "unetpp_3d_segmentation" / "configs"
-BUNDLE_2D = REPO / "bundles" / "unetpp_2d_segmentation" / "configs"
+CONFIGS_3D = BUNDLE_3D / "configs"
+CONFIGS_2D = BUNDLE_2D / "configs"
 
 
 def layered(config: Path, fragment: str, **overrides) -> ConfigParser:
@@ -53,7 +53,7 @@ def test_fragment_targets_are_full_dotted_paths_that_import(fragment):
 
 
 def test_paper_2d_is_the_paper_preset_and_its_loss(tmp_path):
-    parser = layered(BUNDLE_2D / "train.json", "paper_2d.yaml", bundle_root=str(tmp_path))
+    parser = layered(CONFIGS_2D / "train.json", "paper_2d.yaml", bundle_root=str(tmp_path))
     net = parser.get_parsed_content("network_def")
     paper = UNetPlusPlus.from_preset("paper", spatial_dims=2, in_channels=1, out_channels=3)
     assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in paper.state_dict().items()}
@@ -74,7 +74,7 @@ def test_paper_2d_is_the_paper_preset_and_its_loss(tmp_path):
 
 def test_fast_inference_runs_the_pruned_network(tmp_path):
     parser = layered(
-        BUNDLE_3D / "inference.json",
+        CONFIGS_3D / "inference.json",
         "fast_inference.yaml",
         bundle_root=str(tmp_path),
         features=[4, 8, 16, 32],
@@ -96,7 +96,7 @@ def test_fast_inference_runs_the_pruned_network(tmp_path):
 def test_ct_windows_hounsfield_units_and_resamples(tmp_path):
     hu = np.linspace(-1000, 1000, 40 * 40 * 12).reshape(40, 40, 12)
     image = write_nifti(tmp_path / "ct.nii.gz", hu, (0.75, 0.75, 3.0))
-    parser = layered(BUNDLE_3D / "inference.json", "ct.yaml", bundle_root=str(tmp_path))
+    parser = layered(CONFIGS_3D / "inference.json", "ct.yaml", bundle_root=str(tmp_path))
     out = parser.get_parsed_content("preprocessing")({"image": image})["image"]
     assert float(out.min()) == 0.0 and float(out.max()) == 1.0  # clipped window
     inside = (hu > -175) & (hu < 250)
@@ -111,7 +111,7 @@ def test_mri_normalises_each_channel_over_the_foreground(tmp_path):
         volume = np.zeros((24, 24, 24))
         volume[4:20, 4:20, 4:20] = rng.normal(scale, scale / 10, (16, 16, 16))
         channels.append(write_nifti(tmp_path / f"t{len(channels)}.nii.gz", volume, (1.0, 1.0, 1.0)))
-    parser = layered(BUNDLE_3D / "inference.json", "mri.yaml", bundle_root=str(tmp_path), in_channels=2)
+    parser = layered(CONFIGS_3D / "inference.json", "mri.yaml", bundle_root=str(tmp_path), in_channels=2)
     assert parser.get_parsed_content("network_def").in_channels == 2
     out = parser.get_parsed_content("preprocessing")({"image": channels})["image"]
     assert out.shape[0] == 2 and out.pixdim.tolist() == pytest.approx([1.0, 1.0, 1.0])

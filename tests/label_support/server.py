@@ -22,8 +22,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SETUP_COMMAND = "bash scripts/setup_label_env.sh"
 # A flipped x axis and anisotropic voxels, so that a result on the wrong grid cannot pass for the image's.
 AFFINE = np.array([[-1.2, 0.0, 0.0, 10.0], [0.0, 1.2, 0.0, -5.0], [0.0, 0.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0]])
