@@ -40,14 +40,20 @@ def crafted(path: Path, marker: Path) -> Path:
     return path
 
 
-def refused(error: BaseException) -> bool:
+def refused(error: BaseException | None) -> bool:
+    """Whether ``error`` or one of its causes is torch's refusal of a weights-only load."""
     while error is not None:
-        if isinstance(error, pickle.UnpicklingError) and "weights_only" in str(error).replace(
-            "Weights only", "weights_only"
-        ):
+        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def test_the_payload_runs_where_a_load_is_not_weights_only(tmp_path):
+    # the control: what every load path below must prevent
+    marker = tmp_path / "pwned"
+    torch.load(crafted(tmp_path / "model.pt", marker), weights_only=False)
+    assert marker.exists()
 
 
 @pytest.fixture
