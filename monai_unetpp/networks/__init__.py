@@ -1,3 +1,9 @@
+from .migration import (
+    basic_unetplusplus_features,
+    convert_basic_unetplusplus_state_dict,
+    from_basic_unetplusplus,
+    load_basic_unetplusplus,
+)
 from .unetplusplus import (
     DEFAULT_FEATURES,
     INFERENCE_MODES,
@@ -16,6 +22,10 @@ __all__ = [
     "UNetPlusPlus",
     "UNetPP",
     "UnetPlusPlus",
+    "basic_unetplusplus_features",
+    "convert_basic_unetplusplus_state_dict",
+    "from_basic_unetplusplus",
+    "load_basic_unetplusplus",
     "reduce_heads",
     "unetplusplus",
 ]

@@ -147,6 +147,7 @@ class NestedNode(nn.Module):
         column: j, the number of same-level nodes that are concatenated.
         upsample: upsampling mode of ``monai.networks.blocks.UpSample``.
         checkpointing: recompute the node in backward instead of keeping its activations.
+        align_corners: of the linear interpolation, with ``upsample="nontrainable"``.
         block_args: the ``ConvBlock`` arguments.
     """
 
@@ -158,6 +159,7 @@ class NestedNode(nn.Module):
         column: int,
         upsample: str,
         checkpointing: bool,
+        align_corners: bool = False,
         **block_args,
     ) -> None:
         super().__init__()
@@ -168,7 +170,7 @@ class NestedNode(nn.Module):
             scale_factor=2,
             mode=upsample,
             interp_mode="linear",
-            align_corners=False,
+            align_corners=align_corners,
             bias=block_args["bias"],
         )
         self.block = ConvBlock(spatial_dims, channels * (column + 1), channels, **block_args)
@@ -235,6 +237,8 @@ class UNetPlusPlus(nn.Module):
         dropout: dropout ratio or MONAI dropout spec. Defaults to no dropout.
         upsample: ``"deconv"``, ``"nontrainable"`` (1x1 conv then linear interpolation) or ``"pixelshuffle"``.
             Defaults to ``"deconv"``.
+        align_corners: ``align_corners`` of the linear interpolation of ``upsample="nontrainable"``. Defaults to
+            False (MONAI's ``BasicUNetPlusPlus`` uses True).
         kernel_size: odd kernel size of every node's convolutions. Defaults to 3.
         inference_mode: ``"final"`` or ``"mean"``, used when no list is returned. Defaults to ``"final"``.
         inference_depth: pruning depth ``k`` in ``1..depth`` used in eval mode, or None for the full depth.
@@ -270,6 +274,7 @@ class UNetPlusPlus(nn.Module):
         bias: bool = True,
         dropout: float | tuple | None = 0.0,
         upsample: str = "deconv",
+        align_corners: bool = False,
         kernel_size: int = 3,
         inference_mode: str = "final",
         inference_depth: int | None = None,
@@ -281,11 +286,26 @@ class UNetPlusPlus(nn.Module):
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive whole number of channels, got {value!r}.")
+        if not isinstance(features, Sequence) or isinstance(features, str):
+            raise ValueError(
+                f"features must be a sequence of widths, one per level (depth = len(features) - 1), e.g. "
+                f"{DEFAULT_FEATURES}; got {features!r}. (MONAI's BasicUNetPlusPlus repeats a single width six times: "
+                "see UNetPlusPlus.from_basic_unetplusplus to migrate.)"
+            )
         features = tuple(int(f) for f in features)
         if len(features) < 2 or min(features) < 1:
             raise ValueError(
                 f"features needs at least two positive widths (one per level; depth = len(features) - 1), "
                 f"got {features}."
+            )
+        if len(features) > 2 and features[-1] < features[-2] and features[-1] <= features[0]:
+            warnings.warn(
+                f"features={features} narrows at the deepest level, as MONAI's BasicUNetPlusPlus features do, whose "
+                "last entry is the top node's width, not a level: here it builds a level of its own "
+                f"(depth {len(features) - 1}). For MONAI's architecture pass features={features[:-1]} or use "
+                "monai_unetpp.networks.basic_unetplusplus_features(...).",
+                UserWarning,
+                stacklevel=2,
             )
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}.")
@@ -318,7 +338,9 @@ class UNetPlusPlus(nn.Module):
         # pruned call can cut at any anti-diagonal i + j <= k.
         self.decoder = nn.ModuleList(
             nn.ModuleList(
-                NestedNode(spatial_dims, features[i + 1], features[i], j, upsample, **block_args)
+                NestedNode(
+                    spatial_dims, features[i + 1], features[i], j, upsample, align_corners=align_corners, **block_args
+                )
                 for i in range(self.depth - j + 1)
             )
             for j in range(1, self.depth + 1)
@@ -332,6 +354,15 @@ class UNetPlusPlus(nn.Module):
         self.inference_mode = "final"
         self.inference_depth = self.depth
         self.set_inference(inference_mode, inference_depth)
+
+    @classmethod
+    def from_basic_unetplusplus(cls, net: nn.Module, **network_args: Any) -> UNetPlusPlus:
+        """The UNetPlusPlus that computes what a built MONAI ``BasicUNetPlusPlus`` computes, with its weights; see
+        :func:`monai_unetpp.networks.migration.from_basic_unetplusplus` (and ``load_basic_unetplusplus`` for a
+        state_dict or checkpoint file)."""
+        from .migration import from_basic_unetplusplus
+
+        return from_basic_unetplusplus(net, **network_args)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> UNetPlusPlus:
