@@ -252,6 +252,7 @@ def test_monai_verify_net_in_out_style_eval_returns_one_tensor():
         ({"inference_depth": 9}, r"inference_depth must be in 1..3"),
         ({"deep_supervision": False, "inference_depth": 2}, "build the network with deep_supervision=True"),
         ({"deep_supervision": False, "inference_mode": "mean"}, "build with deep_supervision=True"),
+        ({"inference_depth": 1.7}, "inference_depth must be a whole number, got 1.7"),
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs, match):
@@ -260,6 +261,14 @@ def test_bad_arguments_name_the_problem(kwargs, match):
         UNetPlusPlus(in_channels=1, out_channels=2, **args)
     with pytest.raises(ValueError, match="Unknown preset"):
         UNetPlusPlus.from_preset("nope")
+
+
+@pytest.mark.parametrize("name", ["in_channels", "out_channels"])
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_bad_channel_counts_name_the_argument(name, value):
+    args = {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "features": (4, 8), name: value}
+    with pytest.raises(ValueError, match=f"{name} must be a positive whole number of channels, got {value!r}"):
+        UNetPlusPlus(**args)
 
 
 @pytest.mark.parametrize(
