@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import gzip
 import locale
 import math
 from pathlib import Path
@@ -16,7 +17,7 @@ from monai.bundle import ConfigParser
 from monai.data import NibabelReader
 from monai.transforms import LoadImaged
 
-from monai_unetpp.data import SimpleITKReader
+from monai_unetpp.data import CorruptImageError, SimpleITKReader, check_image_data
 
 SPACING = (0.7, 0.9, 2.5)
 ORIGIN_LPS = (-40.0, 25.0, 110.0)
@@ -157,3 +158,111 @@ def test_verify_suffix_and_config(volume_files, tmp_path):
     imports = ["$import monai_unetpp", "$import monai_unetpp.data"]  # the second binds the subpackage
     parser = ConfigParser({"imports": imports, "reader": "$monai_unetpp.data.SimpleITKReader()"})
     assert isinstance(parser.get_parsed_content("reader"), SimpleITKReader)
+
+
+# Truncated and corrupt files: SimpleITK zero-fills a truncated NIfTI without a word; the reader must refuse them.
+
+#: name: (file to read, file that holds the voxels, compressed)
+FORMATS = {
+    "nii": ("v.nii", "v.nii", False),
+    "nii.gz": ("v.nii.gz", "v.nii.gz", True),
+    "nrrd": ("v.nrrd", "v.nrrd", False),
+    "nrrd-gzip": ("v.nrrd", "v.nrrd", True),
+    "nhdr+raw": ("v.nhdr", "v.raw", False),
+    "nhdr+raw.gz": ("v.nhdr", "v.raw.gz", True),
+    "mha": ("v.mha", "v.mha", False),
+    "mha-zlib": ("v.mha", "v.mha", True),
+    "mhd+raw": ("v.mhd", "v.raw", False),
+    "mhd+zraw": ("v.mhd", "v.zraw", True),
+}
+DAMAGES = ("cut_half", "cut_last_byte", "corrupt_compressed")
+
+
+def _write_format(array: np.ndarray, folder: Path, fmt: str) -> tuple[Path, Path]:
+    name, data, compressed = FORMATS[fmt]
+    folder.mkdir(parents=True)
+    use_compression = compressed and fmt != "nii.gz"  # .nii.gz is gzip by its name
+    sitk.WriteImage(_sitk_image(array), str(folder / name), useCompression=use_compression)
+    assert (folder / data).is_file()
+    return folder / name, folder / data
+
+
+def _damage(path: Path, damage: str) -> None:
+    data = bytearray(path.read_bytes())
+    if damage == "cut_half":
+        data = data[: len(data) // 2]
+    elif damage == "cut_last_byte":
+        data = data[:-1]
+    else:  # flip bytes inside the compressed stream, past the header
+        middle = len(data) * 2 // 3
+        data[middle : middle + 16] = bytes(b ^ 0x5A for b in data[middle : middle + 16])
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def small_array() -> np.ndarray:
+    return np.random.default_rng(3).integers(1, 1000, size=(12, 10, 6)).astype(np.int16)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_valid_files_of_every_checked_format_load_unchanged(small_array, tmp_path, fmt):
+    path, _ = _write_format(small_array, tmp_path / "valid", fmt)
+    check_image_data(path)
+    checked = _load(path, SimpleITKReader())
+    unchecked = _load(path, SimpleITKReader(check_data=False))  # what the reader returned before the check
+    np.testing.assert_array_equal(checked.numpy()[0], small_array)
+    np.testing.assert_array_equal(checked.numpy(), unchecked.numpy())
+    np.testing.assert_allclose(checked.affine.numpy(), unchecked.affine.numpy())
+    np.testing.assert_allclose(checked.meta["original_affine"], _ras_affine(), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "damage"),
+    # flipped bits in raw voxels cannot be seen: raw formats carry no checksum
+    [(fmt, damage) for fmt in FORMATS for damage in DAMAGES if FORMATS[fmt][2] or damage != "corrupt_compressed"],
+)
+def test_truncated_or_corrupt_files_raise_naming_the_file(small_array, tmp_path, fmt, damage):
+    path, data_file = _write_format(small_array, tmp_path / "damaged", fmt)
+    _damage(data_file, damage)
+    reader = SimpleITKReader()
+    with pytest.raises(CorruptImageError, match="truncated or corrupt image file") as error:
+        reader.get_data(reader.read(path))
+    assert str(path) in str(error.value) and error.value.path == str(path)
+    if data_file != path:
+        assert str(data_file) in str(error.value)
+    # the bundles' LoadImaged: the error comes through, rather than MONAI trying NibabelReader on the file
+    with pytest.raises(CorruptImageError, match="truncated or corrupt image file"):
+        _load(path, SimpleITKReader())
+
+
+def test_simpleitk_alone_zero_fills_a_truncated_nifti(small_array, tmp_path):
+    """Why the check exists: without it, half a volume reads as a volume whose other half is background."""
+    for fmt in ("nii", "nii.gz"):
+        path, data_file = _write_format(small_array, tmp_path / fmt, fmt)
+        _damage(data_file, "cut_half")
+        loaded = _load(path, SimpleITKReader(check_data=False))
+        assert loaded.shape == (1, *small_array.shape) and not np.array_equal(loaded.numpy()[0], small_array)
+
+
+def test_check_accepts_multimember_gzip_and_plain_data_named_gz(small_array, tmp_path):
+    path, _ = _write_format(small_array, tmp_path / "gz", "nii.gz")
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:500]) + gzip.compress(raw[500:]))  # valid gzip, as pigz or cat may write
+    check_image_data(path)
+    path.write_bytes(raw)  # ITK reads a plain NIfTI named .nii.gz, so the check lets it through
+    check_image_data(path)
+    np.testing.assert_array_equal(_load(path, SimpleITKReader()).numpy()[0], small_array)
+    path.write_bytes(raw[:-1])
+    with pytest.raises(CorruptImageError, match="but the file holds"):
+        check_image_data(path)
+
+
+def test_check_refuses_a_missing_data_file_and_a_bad_header(small_array, tmp_path):
+    path, data_file = _write_format(small_array, tmp_path / "mhd", "mhd+raw")
+    data_file.unlink()
+    with pytest.raises(FileNotFoundError, match="data file"):
+        check_image_data(path)
+    (tmp_path / "junk.nii").write_bytes(b"not a nifti file")
+    with pytest.raises(CorruptImageError, match="no NIfTI header"):
+        check_image_data(tmp_path / "junk.nii")
+    check_image_data(tmp_path / "notes.png")  # formats without a check pass unread

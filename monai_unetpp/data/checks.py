@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+import numbers
 import os
-import struct
+import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from .readers import read_dicom_series, sitk_affine
+from .demo import DEMO_NAME_PREFIX
+from .readers import CorruptImageError, check_image_data, read_dicom_series, sitk_affine
 
-__all__ = ["DatasetError", "check_dataset", "image_info", "ImageInfo", "UNLABELLED_SPLITS"]
+__all__ = ["DatasetError", "check_dataset", "demo_settings_hint", "image_info", "ImageInfo", "UNLABELLED_SPLITS"]
 
 UNLABELLED_SPLITS: tuple[str, ...] = ("test", "testing")
 """Split names whose cases may come without a label."""
@@ -85,27 +87,6 @@ def _read_label_array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(os.fspath(path)))
 
 
-def _nifti_data_complete(path: Path) -> bool:
-    """Whether a NIfTI file holds all its voxels, read cheaply: the file size, or for gzip the uncompressed size in
-    the stream trailer; when the trailer disagrees (multi-member gzip) the file is decompressed to be sure."""
-    image = nib.load(path)
-    header = image.header
-    expected = (
-        int(header.get_data_offset()) + int(np.prod(image.shape, dtype=np.int64)) * header.get_data_dtype().itemsize
-    )
-    if not path.name.lower().endswith(".gz"):
-        return path.stat().st_size >= expected
-    with open(path, "rb") as stream:
-        stream.seek(-4, os.SEEK_END)
-        if struct.unpack("<I", stream.read(4))[0] == expected % 2**32:
-            return True
-    try:
-        np.asanyarray(image.dataobj)
-    except Exception:  # any decompression or reshape failure means the data is not all there
-        return False
-    return True
-
-
 def _as_paths(value: Any) -> list[Path]:
     return [Path(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
 
@@ -118,6 +99,7 @@ def _check_case(
     label_key: str,
     require_label: bool,
     affine_atol: float,
+    in_channels: int | None,
 ) -> list[str]:
     problems: list[str] = []
     if not isinstance(item, Mapping) or not item.get(image_key):
@@ -142,11 +124,8 @@ def _check_case(
         except Exception as error:
             problems.append(f"{path}: unreadable image ({type(error).__name__}: {error}); replace the file.")
             continue
-        if path.name.lower().endswith(_NIFTI_SUFFIXES) and not _nifti_data_complete(path):
-            problems.append(
-                f"{path}: image file is truncated or corrupt (fewer voxels than its header declares); "
-                "copy or convert it again."
-            )
+        if (problem := _data_problem(path)) is not None:
+            problems.append(problem)
             continue
         if len(info.spatial_shape) != spatial_dims:
             problems.append(
@@ -161,6 +140,8 @@ def _check_case(
                 f"{other}: channel file does not match {first} in shape or affine; resample the channels "
                 "of a case onto one grid."
             )
+    if in_channels is not None and image_infos and len(image_infos) == len(_as_paths(name)):
+        problems.extend(_channel_problems(image_infos, in_channels))
 
     if label_value is None:
         return problems
@@ -175,6 +156,11 @@ def _check_case(
         return [*problems, f"{label_path}: label file not found (for image {name}); fix the path or add the file."]
     try:
         label_info = image_info(label_path)
+    except Exception as error:
+        return [*problems, f"{label_path}: unreadable label ({type(error).__name__}: {error}); replace the file."]
+    if (problem := _data_problem(label_path)) is not None:
+        return [*problems, problem]
+    try:
         values = _read_label_array(label_path)
     except Exception as error:
         return [*problems, f"{label_path}: unreadable label ({type(error).__name__}: {error}); replace the file."]
@@ -201,6 +187,31 @@ def _check_case(
             )
     problems.extend(_label_value_problems(values, label_path, num_classes))
     return problems
+
+
+def _data_problem(path: Path) -> str | None:
+    """The problem :func:`check_image_data` (the reader's own check) finds in a file, or None."""
+    try:
+        check_image_data(path)
+    except (CorruptImageError, FileNotFoundError) as error:
+        return str(error)
+    return None
+
+
+def _channel_problems(image_infos: Sequence[tuple[Path, ImageInfo]], in_channels: int) -> list[str]:
+    found = sum(info.channels for _, info in image_infos)
+    if found == in_channels:
+        return []
+    if len(image_infos) == 1:
+        path, info = image_infos[0]
+        where = f"{path}: image has {found} channel(s) (spatial shape {info.spatial_shape})"
+    else:
+        counts = ", ".join(f"{path.name}: {info.channels}" for path, info in image_infos)
+        where = f"{image_infos[0][0]}: case has {found} channels over {len(image_infos)} files ({counts})"
+    return [
+        f"{where}, expected in_channels={in_channels}; set in_channels to {found} (the network's and the bundle's) "
+        f"if every case has {found}, or give this case {in_channels} channel(s)."
+    ]
 
 
 def _rank_hint(info: ImageInfo, spatial_dims: int) -> str:
@@ -237,14 +248,17 @@ def check_dataset(
     require_label: bool = True,
     affine_atol: float = 1e-3,
     num_workers: int | None = None,
+    in_channels: int | None = None,
 ) -> Any:
     """Check a segmentation dataset before training and raise one ``DatasetError`` listing every problem.
 
-    Each case is checked for: its image and label files exist and can be read (NIfTI files are also checked to
-    hold all their voxels); the image has ``spatial_dims`` spatial axes (trailing axes are channels, files of a
-    multi-channel case share one grid); the label is one channel with the image's shape and, within
-    ``affine_atol`` mm, its affine; the label values are integers in ``0..num_classes - 1``. Image headers are read
-    without the voxels; label voxels are read, in ``num_workers`` threads.
+    Each case is checked for: its image and label files exist and can be read, and NIfTI, NRRD and MetaImage files
+    hold every voxel their header declares with intact compressed data (:func:`check_image_data`, the check
+    ``SimpleITKReader`` runs); the image has ``spatial_dims`` spatial axes (trailing axes are channels, files of a
+    multi-channel case share one grid) and, when ``in_channels`` is given, that many channels in all; the label is
+    one channel with the image's shape and, within ``affine_atol`` mm, its affine; the label values are integers in
+    ``0..num_classes - 1``. Image headers are read without the voxels (compressed files are decompressed once, to
+    count and checksum their data); label voxels are read, in ``num_workers`` threads.
 
     Args:
         items: a list of cases (dicts with an image path or list of paths, and a label path), or a dict of such
@@ -257,6 +271,8 @@ def check_dataset(
         require_label: whether every case (outside test splits) must have a label. Defaults to True.
         affine_atol: largest difference between image and label affine entries, in mm. Defaults to 1e-3.
         num_workers: threads reading files; defaults to the number of CPUs, at most 8.
+        in_channels: the number of image channels the network takes (files of a multi-channel case add up); None
+            (default) does not check it.
 
     Returns:
         ``items``, unchanged, so that a config can check and use a list in one expression.
@@ -273,6 +289,10 @@ def check_dataset(
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1 (background included), got {num_classes}.")
+    if in_channels is not None:
+        if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral) or in_channels < 1:
+            raise ValueError(f"in_channels must be None (not checked) or a whole number >= 1, got {in_channels!r}.")
+        in_channels = int(in_channels)
     if isinstance(items, Mapping):
         jobs = [
             (case, require_label and split not in UNLABELLED_SPLITS) for split, cases in items.items() for case in cases
@@ -287,10 +307,56 @@ def check_dataset(
 
     def run(job: tuple[Mapping[str, Any], bool]) -> list[str]:
         case, needs_label = job
-        return _check_case(case, num_classes, spatial_dims, image_key, label_key, needs_label, affine_atol)
+        return _check_case(case, num_classes, spatial_dims, image_key, label_key, needs_label, affine_atol, in_channels)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:  # gzip and file reads release the GIL
         problems = [p for found in pool.map(run, jobs) for p in found]
     if problems:
         raise DatasetError(f"{len(problems)} problem(s) in the dataset ({len(jobs)} cases checked):", problems)
     return items
+
+
+def demo_settings_hint(
+    description: Mapping[str, Any],
+    dataset_dir: str | os.PathLike,
+    spatial_dims: int,
+    num_classes: int,
+    in_channels: int | None = None,
+) -> str | None:
+    """A hint for a ``DatasetError`` on a folder of demo data that was generated with other settings, or None.
+
+    ``description`` is the folder's ``dataset.json``. A demo (its ``name`` starts with ``UNetPlusPlusDemo``)
+    records its spatial rank (``tensorImageSize``), its classes (``labels``) and its channels (``channel_names``);
+    the hint names the recorded settings that differ from the requested ones. None when the folder holds no demo or
+    the settings match: then the problem lies elsewhere (a damaged file, say) and "other settings" would mislead.
+
+    Args:
+        description: the dataset's JSON description.
+        dataset_dir: the dataset folder, named in the hint.
+        spatial_dims: the requested spatial rank.
+        num_classes: the requested number of classes, background included.
+        in_channels: the requested number of image channels; None does not compare it.
+
+    Examples::
+
+        hint = demo_settings_hint(json.loads(Path(root, "dataset.json").read_text()), root, 2, 3)
+    """
+    if not isinstance(description, Mapping) or not str(description.get("name", "")).startswith(DEMO_NAME_PREFIX):
+        return None
+    match = re.fullmatch(r"\s*(\d)\s*D\s*", str(description.get("tensorImageSize", "")))
+    labels = description.get("labels")
+    channels = description.get("channel_names") or description.get("modality")
+    recorded = {
+        "spatial_dims": int(match.group(1)) if match else None,
+        "num_classes": len(labels) if isinstance(labels, Mapping) and labels else None,
+        "in_channels": len(channels) if isinstance(channels, Mapping) and channels else None,
+    }
+    requested = {"spatial_dims": spatial_dims, "num_classes": num_classes, "in_channels": in_channels}
+    differ = [key for key, value in requested.items() if value is not None and recorded[key] not in (None, value)]
+    if not differ:
+        return None
+    settings = ", ".join(f"{key}={recorded[key]} (requested {requested[key]})" for key in differ)
+    return (
+        f"{os.fspath(dataset_dir)} holds demo data generated for other settings: {settings}; remove the folder or "
+        "choose another dataset_dir to generate a matching demo."
+    )
