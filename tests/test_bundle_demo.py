@@ -1,4 +1,4 @@
-"""The main-job command, python -m monai_unetpp.bundle.demo, end to end on tiny settings."""
+"""The main-job command, python -m monai_unetpp.bundle.demo, end to end on tiny settings, twice in a row."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import shutil
 import pytest
 from conftest import BUNDLE_3D as BUNDLE
 
-from monai_unetpp.bundle.demo import DEMO_SETTINGS, find_bundle, main
-from monai_unetpp.data import make_demo_dataset
+from monai_unetpp.bundle.demo import DEMO_SETTINGS, find_bundle, main, run_demo
+from monai_unetpp.data import DatasetError, make_demo_dataset
 
 
 def test_demo_trains_evaluates_infers_and_prints_the_dice(tmp_path, capsys):
@@ -26,6 +26,27 @@ def test_demo_trains_evaluates_infers_and_prints_the_dice(tmp_path, capsys):
     assert (bundle / "eval" / "metrics_per_class.csv").is_file()
     assert len(list((bundle / "eval").glob("*_montage.png"))) == 1
     assert (bundle / "runs" / "training_curves.png").is_file()
+    assert "overwrite=true" not in out  # nothing to replace the first time
+
+    # the main job again: it trains a new model over its own earlier one, and says so
+    before = (bundle / "models" / "model.pt").read_bytes()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"overwrite=true: this demo run trains a new model and replaces {bundle / 'models' / 'model.pt'}" in out
+    assert "mean validation Dice: " in out and (bundle / "models" / "model.pt").read_bytes() != before
+
+
+def test_demo_with_a_named_dataset_neither_writes_demo_data_nor_overwrites(tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE / "configs", bundle / "configs")
+    typo = tmp_path / "Task09_Spleeen"
+    with pytest.raises(Exception) as raised:
+        run_demo(bundle, dataset_dir=str(typo), features=[4, 8], patch_size=[16, 16, 16], num_workers=0)
+    error = raised.value
+    while error is not None and not isinstance(error, DatasetError):
+        error = error.__cause__ or error.__context__
+    assert error is not None and f"dataset_dir {typo} does not exist" in str(error)
+    assert not typo.exists() and not (bundle / "models").exists()
 
 
 def test_demo_settings_fit_the_bundles():

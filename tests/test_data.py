@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monai_unetpp.data import DatasetError, check_dataset, make_demo_dataset, prepare_dataset
+from monai_unetpp.data import DatasetError, check_dataset, demo_settings_hint, make_demo_dataset, prepare_dataset
 
 SHAPE_3D = (20, 20, 16)
 
@@ -84,7 +84,7 @@ def test_demo_never_overwrites(tmp_path):
 def test_prepare_generates_demo_once_and_caches(tmp_path, caplog):
     root = tmp_path / "new"
     with caplog.at_level(logging.WARNING, logger="monai_unetpp"):
-        lists = prepare_dataset(root, num_classes=3)
+        lists = prepare_dataset(root, num_classes=3, demo=True)
     assert "synthetic 3D demo dataset" in caplog.text and str(root) in caplog.text
     assert [len(lists[k]) for k in ("training", "validation", "test")] == [12, 4, 4]
     for case in lists["training"] + lists["validation"]:
@@ -265,7 +265,7 @@ def test_concurrent_demo_writers_agree(tmp_path):
     """Ranks of a multi-GPU run may all ask for the demo at once: every one returns, one set of files remains."""
     root = tmp_path / "shared"
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(lambda _: prepare_dataset(root, spatial_dims=2, check=False), range(3)))
+        results = list(pool.map(lambda _: prepare_dataset(root, spatial_dims=2, check=False, demo=True), range(3)))
     assert results[0] == results[1] == results[2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]  # no staging folder left behind
 
@@ -303,3 +303,99 @@ def test_absolute_datalist_needs_no_dataset_dir(dataset, tmp_path):
     assert not (tmp_path / "unused").exists()
     with pytest.raises(DatasetError, match="datalist file .* not found"):
         prepare_dataset(dataset, datalist="missing.json")
+
+
+# The reader's own data check runs in check_dataset for every format, not for NIfTI only.
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nrrd", ".mha", ".mhd"])
+def test_check_dataset_refuses_a_truncated_image_of_any_format(dataset, suffix):
+    import SimpleITK as sitk
+
+    case = {"image": str(dataset / "imagesTr/demo_000.nii.gz"), "label": str(_label(dataset, 0))}
+    image = dataset / f"imagesTr/other{suffix}"
+    sitk.WriteImage(sitk.ReadImage(case["image"]), str(image))
+    check_dataset([{**case, "image": str(image)}], num_classes=3)
+    data_file = image.with_suffix(".raw") if suffix == ".mhd" else image
+    data_file.write_bytes(data_file.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match="truncated or corrupt image file") as error:
+        check_dataset([{**case, "image": str(image)}], num_classes=3)
+    assert str(image) in str(error.value)
+
+
+def test_check_dataset_refuses_a_corrupt_compressed_label(dataset):
+    label = _label(dataset, 0)
+    data = bytearray(label.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 8] = bytes(8)
+    label.write_bytes(bytes(data))
+    case = {"image": str(dataset / "imagesTr/demo_000.nii.gz"), "label": str(label)}
+    with pytest.raises(DatasetError, match="truncated or corrupt image file") as error:
+        check_dataset([case], num_classes=3)
+    assert str(label) in str(error.value)
+
+
+# Channels: a 2-channel image with in_channels 1 fails before training, naming the file, in any split.
+
+
+def _two_channel_copy(dataset: Path, case: int) -> Path:
+    source = nib.load(dataset / f"imagesTr/demo_00{case}.nii.gz")
+    data = np.asarray(source.dataobj)
+    path = dataset / f"imagesTr/two_channels_{case}.nii.gz"
+    _save_like(path, np.stack([data, data], axis=-1), source.affine)
+    return path
+
+
+def test_check_dataset_counts_channels(dataset):
+    two = _two_channel_copy(dataset, 1)
+    lists = {
+        "training": [{"image": str(dataset / "imagesTr/demo_000.nii.gz"), "label": str(_label(dataset, 0))}],
+        "validation": [{"image": str(two), "label": str(_label(dataset, 1))}],  # found before the first epoch
+        "test": [],
+    }
+    check_dataset(lists, num_classes=3)  # in_channels None: not checked, as before
+    with pytest.raises(DatasetError, match="expected in_channels=1") as error:
+        check_dataset(lists, num_classes=3, in_channels=1)
+    assert f"{two}: image has 2 channel(s)" in str(error.value)
+    assert "set in_channels to 2" in str(error.value)
+    assert len(error.value.problems) == 1
+    with pytest.raises(DatasetError, match="expected in_channels=2") as error:
+        check_dataset(lists, num_classes=3, in_channels=2)
+    assert "demo_000.nii.gz: image has 1 channel(s)" in str(error.value) and str(two) not in str(error.value)
+
+
+def test_check_dataset_adds_up_the_channel_files_of_a_case(dataset):
+    files = [str(dataset / "imagesTr/demo_000.nii.gz"), str(_two_channel_copy(dataset, 0))]
+    case = {"image": files, "label": str(_label(dataset, 0))}
+    check_dataset([case], num_classes=3, in_channels=3)
+    with pytest.raises(DatasetError, match=r"case has 3 channels over 2 files \(demo_000.nii.gz: 1, two_channels_0"):
+        check_dataset([case], num_classes=3, in_channels=1)
+    with pytest.raises(ValueError, match="in_channels must be None"):
+        check_dataset([case], num_classes=3, in_channels=0)
+
+
+def test_prepare_dataset_checks_channels(dataset):
+    _two_channel_copy(dataset, 1).replace(dataset / "imagesTr/demo_001.nii.gz")
+    with pytest.raises(DatasetError, match="expected in_channels=1"):
+        prepare_dataset(dataset, in_channels=1)
+
+
+# The "demo data generated for other settings" hint: only when the demo was generated with other settings.
+
+
+def test_demo_settings_hint_names_only_settings_that_differ(demo_3d):
+    description = json.loads((demo_3d / "dataset.json").read_text())
+    assert demo_settings_hint(description, demo_3d, spatial_dims=3, num_classes=3) is None
+    assert demo_settings_hint(description, demo_3d, spatial_dims=3, num_classes=3, in_channels=1) is None
+    hint = demo_settings_hint(description, demo_3d, spatial_dims=2, num_classes=4)
+    assert hint.startswith(f"{demo_3d} holds demo data generated for other settings")
+    assert "spatial_dims=3 (requested 2)" in hint and "num_classes=3 (requested 4)" in hint
+    assert "in_channels=1 (requested 2)" in demo_settings_hint(description, demo_3d, 3, 3, in_channels=2)
+    assert demo_settings_hint({**description, "name": "Task09_Spleen"}, demo_3d, 2, 4) is None  # not a demo
+
+
+def test_damaged_demo_with_matching_settings_gets_no_other_settings_hint(dataset):
+    path, message = _damage_truncated(dataset)
+    with pytest.raises(DatasetError, match=message) as error:
+        prepare_dataset(dataset, spatial_dims=3, num_classes=3)
+    assert str(path) in str(error.value)
+    assert "other settings" not in str(error.value)

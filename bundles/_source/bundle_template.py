@@ -10,10 +10,10 @@ self-contained. What all bundles share is written once, here; what a bundle chan
 data; z-score intensities; flips, small affine and intensity augmentations).
 
 The functions return the configs as Python dictionaries in the order in which they are written: ids users set on the
-command line first (``epochs``, ``learning_rate``, ``features``, ``patch_size``, ``dataset_dir``, ``resume``,
-``progress_bar``, ``save_montages``, ``inference_mode``, ``inference_depth``, ...), then the components. Boolean ids
-go through ``monai_unetpp.bundle.to_bool`` wherever a config reads them, because the command line passes
-``--save_montages false`` as the (truthy) string ``"false"``.
+command line first (``epochs``, ``learning_rate``, ``features``, ``patch_size``, ``dataset_dir``, ``demo_data``,
+``resume``, ``overwrite``, ``progress_bar``, ``save_montages``, ``inference_mode``, ``inference_depth``, ...), then
+the components. Boolean ids go through ``monai_unetpp.bundle.to_bool`` wherever a config reads them, because the
+command line passes ``--save_montages false`` as the (truthy) string ``"false"``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ __all__ = [
 ]
 
 SEED = 0
-DEMO_DATA = {"dataset_dir": "$os.path.join(@bundle_root, 'data')", "datalist": None}
+#: where the generic bundles read their data; demo_data: write the synthetic demo set into a missing or empty
+#: dataset_dir (the main job, python -m monai_unetpp.bundle.demo, sets it), else such a folder stops the run
+DEMO_DATA = {"dataset_dir": "$os.path.join(@bundle_root, 'data')", "datalist": None, "demo_data": False}
 IMAGE_AND_LABEL = ["image", "label"]
 FROM_ENGINE_LOSS = "$monai.handlers.from_engine(['loss'], first=True)"
 FROM_ENGINE_PRED_LABEL = "$monai.handlers.from_engine(['pred', 'label'])"
@@ -179,11 +181,14 @@ class Bundle:
     data_components: dict[str, Any] = field(default_factory=dict)
     train_datalists: str = (
         "$monai_unetpp.data.prepare_dataset(@dataset_dir, spatial_dims=@spatial_dims, num_classes=@num_classes, "
-        "datalist=@datalist, val_fraction=@val_fraction, seed=@seed)"
+        "datalist=@datalist, val_fraction=@val_fraction, seed=@seed, in_channels=@in_channels, "
+        "demo=monai_unetpp.bundle.to_bool(@demo_data, 'demo_data'))"
     )
+    #: inference needs a test case (``require='test'``): an empty test list stops the run instead of writing nothing
     inference_datalists: str = (
         "$monai_unetpp.data.prepare_dataset(@dataset_dir, spatial_dims=@spatial_dims, num_classes=@num_classes, "
-        "datalist=@datalist, seed=@seed, check=False)"
+        "datalist=@datalist, seed=@seed, check=False, demo=monai_unetpp.bundle.to_bool(@demo_data, 'demo_data'), "
+        "require='test')"
     )
 
     #: preprocessing shared by training, validation and inference
@@ -338,13 +343,22 @@ def _progress_bar(**kwargs: Any) -> dict[str, Any]:
     return {"_target_": "monai_unetpp.bundle.ProgressBar", "_disabled_": unless("progress_bar"), **kwargs}
 
 
-def _checkpoint_loader() -> dict[str, Any]:
-    return {
-        "_target_": "monai.handlers.CheckpointLoader",
-        "load_path": "$os.path.join(@ckpt_dir, 'model.pt')",
-        "load_dict": {"model": "@network"},
-        "map_location": "@device",
-    }
+def _checkpoint_loader() -> list[dict[str, Any]]:
+    """The handlers that load models/model.pt into the network: a check of the file, then MONAI's loader."""
+    return [
+        {
+            "_target_": "monai_unetpp.bundle.CheckpointCheck",
+            "_desc_": "before the CheckpointLoader: a missing, empty or truncated models/model.pt stops the run with "
+            "its name and the fix",
+            "path": "$os.path.join(@ckpt_dir, 'model.pt')",
+        },
+        {
+            "_target_": "monai.handlers.CheckpointLoader",
+            "load_path": "$os.path.join(@ckpt_dir, 'model.pt')",
+            "load_dict": {"model": "@network"},
+            "map_location": "@device",
+        },
+    ]
 
 
 def _montages(desc: str, output_dir: str) -> dict[str, Any]:
@@ -383,6 +397,7 @@ def train(b: Bundle) -> dict[str, Any]:
         **b.train_ids,
         **_inference_ids(b),
         "resume": False,
+        "overwrite": False,
         "progress_bar": True,
         **_network(b),
         "loss": {
@@ -402,7 +417,8 @@ def train(b: Bundle) -> dict[str, Any]:
         "lr_scheduler": {
             "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
             "_desc_": "cosine decay from learning_rate to 0 over max_epochs (also when a tool such as MONAI Label sets "
-            "only train::trainer::max_epochs), stepped once per epoch",
+            "only train::trainer::max_epochs), stepped once per epoch; a resumed run with more epochs follows the "
+            "cosine of the new length from the saved epoch, down to 0 at its end",
             "optimizer": "@optimizer",
             "T_max": "@train::trainer::max_epochs",
         },
@@ -435,6 +451,16 @@ def train(b: Bundle) -> dict[str, Any]:
                 ],
             },
             "handlers": [
+                {
+                    "_target_": "monai_unetpp.bundle.CheckpointGuard",
+                    "_desc_": "before the first epoch: checks that ckpt_dir can be written, holds models/training.lock "
+                    "for the run (a second run into the folder stops, naming the PID of the first), refuses to replace "
+                    "the model.pt or last.ckpt of an earlier run unless resume or overwrite is true, removes the "
+                    "temporary files of interrupted saves",
+                    "save_dir": "@ckpt_dir",
+                    "resume": flag("resume"),
+                    "overwrite": flag("overwrite"),
+                },
                 {
                     "_target_": "monai.handlers.LrScheduleHandler",
                     "lr_scheduler": "@lr_scheduler",
@@ -512,7 +538,8 @@ def train(b: Bundle) -> dict[str, Any]:
             },
             "checkpoint_saver": {
                 "_target_": "monai_unetpp.bundle.BestCheckpointSaver",
-                "_desc_": "models/model.pt: the network state_dict of the best validation Dice, written atomically",
+                "_desc_": "models/model.pt: the network state_dict of the best validation Dice, written atomically, "
+                "with its Dice and epoch in the state_dict's _metadata (a resumed run compares against the file's)",
                 "save_dir": "@ckpt_dir",
                 "save_dict": {"model": "@network"},
                 "filename": "model.pt",
@@ -599,7 +626,7 @@ def inference(b: Bundle) -> dict[str, Any]:
             ],
         },
         "handlers": [
-            _checkpoint_loader(),
+            *_checkpoint_loader(),
             _montages(
                 "eval/<case>_montage.png: axial, coronal and sagittal slices (one view in 2D) of the image, the label "
                 "where the case has one, and the prediction",
@@ -656,7 +683,7 @@ def evaluate(b: Bundle) -> dict[str, Any]:
         },
         "validate::evaluator::additional_metrics": "@validate::additional_metrics",
         "validate::handlers": [
-            _checkpoint_loader(),
+            *_checkpoint_loader(),
             _montages(
                 "eval/montages/<case>_montage.png: image, label and prediction of every evaluated case",
                 "$os.path.join(@output_dir, 'montages')",
@@ -732,7 +759,7 @@ def multi_gpu_evaluate(b: Bundle) -> dict[str, Any]:
         "validate::sampler": _distributed_sampler("validate", train=False),
         "validate::dataloader::sampler": "@validate::sampler",
         "validate::evaluator::val_handlers": "$@validate::handlers if dist.get_rank() == 0 else [h for h in "
-        "@validate::handlers if isinstance(h, (monai.handlers.CheckpointLoader, "
+        "@validate::handlers if isinstance(h, (monai_unetpp.bundle.CheckpointCheck, monai.handlers.CheckpointLoader, "
         "monai_unetpp.visualize.MontageHandler))]",
         "initialize": [*_INIT_PROCESS_GROUP, "$import logging", f"$@validate::evaluator.{_QUIET_RANKS}"],
         "run": ["$@validate::evaluator.run()"],

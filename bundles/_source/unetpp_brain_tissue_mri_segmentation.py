@@ -20,7 +20,7 @@ MNI152 = {
 }
 DATASET = (
     "$monai_unetpp.data.prepare_dataset(@dataset_source, spatial_dims=@spatial_dims, num_classes=@num_classes, "
-    "demo=False"
+    "demo=False, in_channels=@in_channels"
 )
 #: the training case also has "probabilities"; other cases do not
 KEYS = ["image", "label", "probabilities"]
@@ -53,7 +53,7 @@ BUNDLE = Bundle(
         }
     },
     train_datalists=DATASET + ")",
-    inference_datalists=DATASET + ", check=False)",
+    inference_datalists=DATASET + ", check=False, require='test')",
     intensity_transform={
         "_target_": "monai.transforms.ScaleIntensityRangePercentilesd",
         "_desc_": "0th-99.5th percentile of the whole image to [0, 1]; robust to the noise and bias of the variants",

@@ -15,8 +15,9 @@ so that its data, models and outputs are written there and never into the instal
 
 It runs the bundle's own configs, exactly as ``python -m monai.bundle run`` would, in three steps:
 
-1. ``configs/train.json``: writes the demo data into ``<bundle>/data`` if that folder is empty, trains, keeps the
-   best model in ``<bundle>/models/model.pt``;
+1. ``configs/train.json``: writes the demo data into ``<bundle>/data`` if that folder is missing or empty
+   (``demo_data=true``), trains a new model (``overwrite=true``: the model and training state of an earlier run in
+   ``<bundle>/models`` are replaced), keeps the best model in ``<bundle>/models/model.pt``;
 2. ``configs/train.json`` + ``configs/evaluate.json``: per-class Dice and HD95 on the validation cases, saved in
    ``<bundle>/eval/metrics_per_class.csv``;
 3. ``configs/inference.json``: segments the test images into ``<bundle>/eval/*_seg.nii.gz``.
@@ -24,6 +25,12 @@ It runs the bundle's own configs, exactly as ``python -m monai.bundle run`` woul
 The settings in :data:`DEMO_SETTINGS` (a narrower network, smaller patches, fewer epochs than the bundle's
 defaults) make this finish in a few minutes on a 2-core CPU; on a GPU the same command uses CUDA and mixed
 precision and finishes far sooner.
+
+The demo asks for what a plain bundle run refuses (:data:`DEMO_FLAGS`): the synthetic demo data and the replacement
+of an earlier model, so that it runs out of the box and again and again. When the data is named
+(``--set dataset_dir=...`` or ``--set datalist=...``) it asks for neither: a mistyped path then stops the run instead
+of training on demo data, and a trained model is replaced only with ``--set overwrite=true`` (or continued with
+``--set resume=true``).
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ from typing import Any
 
 from monai.bundle import ConfigWorkflow
 
-__all__ = ["DEFAULT_BUNDLE", "DEMO_SETTINGS", "find_bundle", "main", "run_demo", "shipped_bundles"]
+from ..utils import to_bool
+
+__all__ = ["DEFAULT_BUNDLE", "DEMO_FLAGS", "DEMO_SETTINGS", "find_bundle", "main", "run_demo", "shipped_bundles"]
 
 DEMO_SETTINGS: dict[int, dict[str, Any]] = {
     3: {
@@ -68,6 +77,10 @@ DEMO_SETTINGS: dict[int, dict[str, Any]] = {
 """Overrides of the bundle configs, per spatial rank, sized for a 2-core CPU."""
 
 DEFAULT_BUNDLE = "unetpp_3d_segmentation"
+
+DEMO_FLAGS: dict[str, bool] = {"demo_data": True, "overwrite": True}
+"""What the demo sets unless the data is named: write the demo data into the bundle's empty data folder, and train
+a new model over the one an earlier demo run left."""
 
 
 def shipped_bundles() -> Path:
@@ -131,20 +144,32 @@ def run_demo(bundle: str | Path | None = None, **overrides: Any) -> list[dict[st
 
     Args:
         bundle: the bundle folder; see :func:`find_bundle`.
-        overrides: config overrides applied to all three steps, over :data:`DEMO_SETTINGS`
-            (e.g. ``epochs=100``, ``dataset_dir="/data/Task09_Spleen"``).
+        overrides: config overrides applied to all three steps, over :data:`DEMO_SETTINGS` and :data:`DEMO_FLAGS`
+            (e.g. ``epochs=100``, ``dataset_dir="/data/Task09_Spleen"``; naming ``dataset_dir`` or ``datalist``
+            drops :data:`DEMO_FLAGS`).
 
     Returns:
         The rows of ``eval/metrics_per_class.csv``: one per class with its mean Dice and HD95.
     """
     root = find_bundle(bundle)
     spatial_dims = json.loads((root / "configs" / "train.json").read_text())["spatial_dims"]
-    settings = {**DEMO_SETTINGS.get(spatial_dims, {}), **overrides}
+    flags = {} if {"dataset_dir", "datalist"} & set(overrides) else DEMO_FLAGS
+    settings = {**DEMO_SETTINGS.get(spatial_dims, {}), **flags, **overrides}
+    earlier = [root / "models" / name for name in ("model.pt", "last.ckpt") if (root / "models" / name).is_file()]
+    if earlier and _flag(settings, "overwrite") and not _flag(settings, "resume"):
+        print(f"overwrite=true: this demo run trains a new model and replaces {' and '.join(map(str, earlier))}")
     _workflow(root, ["train.json"], "train", settings)
     _workflow(root, ["train.json", "evaluate.json"], None, settings)
     _workflow(root, ["inference.json"], "infer", settings)
     with open(root / "eval" / "metrics_per_class.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def _flag(settings: dict[str, Any], name: str) -> bool:
+    try:
+        return to_bool(settings.get(name, False), name)
+    except ValueError:
+        return False  # the workflow stops on it with its own message
 
 
 def _parse_value(text: str) -> Any:

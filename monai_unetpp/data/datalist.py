@@ -1,7 +1,7 @@
 # Copyright (c) monai-unetpp contributors
 # Licensed under the Apache License, Version 2.0 (the "License").
 """One entry point from a dataset folder to MONAI data lists: Decathlon layout, plain image/label folders, or a
-MONAI datalist JSON, with a synthetic demo written when the folder is missing."""
+MONAI datalist JSON, with a synthetic demo written into a missing folder only when asked for (``demo=True``)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .checks import DatasetError, check_dataset
-from .demo import DEMO_NAME_PREFIX, make_demo_dataset
+from .checks import DatasetError, check_dataset, demo_settings_hint
+from .demo import make_demo_dataset
 from .readers import SIMPLEITK_SUFFIXES
 
 __all__ = ["prepare_dataset", "pair_images_and_labels", "SPLITS"]
@@ -41,9 +41,11 @@ def prepare_dataset(
     datalist: str | os.PathLike | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
-    demo: bool = True,
+    demo: bool = False,
     check: bool = True,
     fold: int | None = None,
+    require: str | Sequence[str] = (),
+    in_channels: int | None = None,
 ) -> dict[str, list[dict]]:
     """Find the data of a segmentation task and return its training, validation and test lists.
 
@@ -58,10 +60,11 @@ def prepare_dataset(
        channel files ``case_0000.nii.gz``, ``case_0001.nii.gz`` pair with ``labelsTr/case.nii.gz`` as one
        multi-channel case. Hidden files (such as the ``._*`` files of macOS archives) are ignored.
 
-    When ``dataset_dir`` is missing or empty and ``demo`` is True, a synthetic demo set
-    (:func:`make_demo_dataset`) is written there first, with a warning on the ``monai_unetpp`` logger. Existing
-    files are never modified. When the data has no validation list, a ``val_fraction`` share of the training cases
-    (at least one) is set aside, chosen by ``seed`` (or the cases whose ``fold`` entry equals ``fold``).
+    A missing or empty ``dataset_dir`` is an error (a mistyped path must not train on anything else), unless
+    ``demo`` is True: then a synthetic demo set (:func:`make_demo_dataset`) is written there first, with a warning on
+    the ``monai_unetpp`` logger (the bundles' ``--demo_data true``). Existing files are never modified. When the
+    data has no validation list, a ``val_fraction`` share of the training cases (at least one) is set aside, chosen
+    by ``seed`` (or the cases whose ``fold`` entry equals ``fold``).
 
     Results are cached per arguments and folder state, so bundle configs may call this once per section; each
     call returns a fresh copy.
@@ -74,10 +77,14 @@ def prepare_dataset(
         val_fraction: share of training cases held out for validation when the data has no validation list,
             in [0, 1). Defaults to 0.2.
         seed: seed of the validation split and of the demo data. Defaults to 0.
-        demo: write the demo set when ``dataset_dir`` is missing or empty. Defaults to True.
+        demo: write the demo set when ``dataset_dir`` is missing or empty. Defaults to False: such a folder is a
+            DatasetError.
         check: run :func:`check_dataset` on the result (and compare ``num_classes`` with the labels that the
             dataset's JSON declares). Defaults to True.
         fold: with datalists whose cases carry a ``fold`` entry (MONAI Auto3DSeg style), validate on that fold.
+        require: splits that must hold at least one case, e.g. ``"test"`` for inference on the test list.
+        in_channels: the number of image channels the network takes, checked against every case (with ``check``);
+            None (default) does not check it.
 
     Returns:
         ``{"training": [...], "validation": [...], "test": [...]}``: lists of dicts with absolute ``image`` paths
@@ -85,8 +92,9 @@ def prepare_dataset(
         probability maps, a list of paths) paths; other entries of the datalist are kept.
 
     Raises:
-        DatasetError: when the folder holds no dataset, the JSON is invalid, images and labels do not pair, or the
-            checks fail; the message names the files and the fix.
+        DatasetError: when the folder is missing or empty (without ``demo``) or holds no dataset, the JSON is
+            invalid, images and labels do not pair, a ``require``d split is empty, or the checks fail; the message
+            names the files and the fix.
 
     Examples::
 
@@ -100,11 +108,18 @@ def prepare_dataset(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
     root = Path(dataset_dir).expanduser().absolute()
     # a datalist found on its own may use absolute paths only: then dataset_dir need not exist
+    required = [require] if isinstance(require, str) else list(require)
+    unknown = [split for split in required if split not in SPLITS]
+    if unknown:
+        raise ValueError(f"require names splits {unknown}; the splits are {list(SPLITS)}.")
     if _find_datalist(datalist, root) is None and _is_missing_or_empty(root):
         if not demo:
+            state = "is an empty folder" if root.exists() else "does not exist"
             raise DatasetError(
-                f"dataset_dir {root} is missing or empty; put a dataset there (dataset.json or imagesTr/ + labelsTr/)"
-                ", point dataset_dir at one, or pass demo=True to generate synthetic demo data."
+                f"dataset_dir {root} {state}: there is no dataset to read. Check the path (bundles: --dataset_dir), "
+                "put a dataset there (dataset.json, or imagesTr/ + labelsTr/) or give a MONAI datalist (--datalist "
+                "FILE); to use synthetic demo data instead, pass demo=True (bundles: --demo_data true, as python -m "
+                "monai_unetpp.bundle.demo does), which writes it into that folder."
             )
         try:
             make_demo_dataset(root, spatial_dims=spatial_dims, num_classes=num_classes, seed=seed)
@@ -121,9 +136,30 @@ def prepare_dataset(
         )
     datalist_path = _resolve_datalist(datalist, root)
     result = _prepare_cached(
-        root, spatial_dims, num_classes, datalist_path, val_fraction, seed, check, fold, _state(root, datalist_path)
+        root,
+        spatial_dims,
+        num_classes,
+        datalist_path,
+        val_fraction,
+        seed,
+        check,
+        fold,
+        in_channels,
+        _state(root, datalist_path),
     )
+    for split in required:
+        if not result[split]:
+            source = f"datalist {datalist_path}" if datalist_path is not None else f"dataset_dir {root}"
+            raise DatasetError(f"{source} has no {split} cases, and this run needs them. {_ADD_CASES[split]}")
     return copy.deepcopy(result)
+
+
+_ADD_CASES = {
+    "training": "Add labelled cases (imagesTr/ + labelsTr/, or the 'training' list of the JSON).",
+    "validation": "Add a 'validation' list to the JSON, or hold out training cases (val_fraction > 0).",
+    "test": "Add images to segment (imagesTs/, or a 'test'/'testing' list in the JSON), or name them (bundles: "
+    "--dataset#data \"[{'image': '/path/to/case.nii.gz'}]\").",
+}
 
 
 def _is_missing_or_empty(root: Path) -> bool:
@@ -164,6 +200,7 @@ def _prepare_cached(
     seed: int,
     check: bool,
     fold: int | None,
+    in_channels: int | None,
     state: tuple,
 ) -> dict[str, list[dict]]:
     if datalist is not None:
@@ -201,14 +238,10 @@ def _prepare_cached(
     if check:
         try:
             _check_declared_labels(description, num_classes, source)
-            check_dataset(lists, num_classes=num_classes, spatial_dims=spatial_dims)
+            check_dataset(lists, num_classes=num_classes, spatial_dims=spatial_dims, in_channels=in_channels)
         except DatasetError as error:
-            if str(description.get("name", "")).startswith(DEMO_NAME_PREFIX):
-                hint = (
-                    f"{root} holds demo data generated for other settings ({description.get('tensorImageSize')}, "
-                    f"{len(description.get('labels', {}))} classes); remove the folder or choose another dataset_dir "
-                    "to generate a matching demo."
-                )
+            hint = demo_settings_hint(description, root, spatial_dims, num_classes, in_channels)
+            if hint is not None:
                 raise DatasetError(f"{hint}\n{error.args[0]}", error.problems) from error
             raise
     logger.info(
