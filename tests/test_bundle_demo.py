@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 from conftest import BUNDLE_3D as BUNDLE
+from monai.bundle import ConfigParser
 
-from monai_unetpp.bundle.demo import DEMO_SETTINGS, find_bundle, main, run_demo
+from monai_unetpp.bundle.demo import DEMO_SETTINGS, demo_bundle, find_bundle, main, run_demo
 from monai_unetpp.data import DatasetError, make_demo_dataset
 
 
@@ -62,3 +63,19 @@ def test_find_bundle_explains_a_missing_bundle(tmp_path):
     with pytest.raises(FileNotFoundError, match="pass --bundle PATH"):
         find_bundle(tmp_path)
     assert find_bundle(BUNDLE) == BUNDLE
+
+
+def test_a_shipped_bundle_runs_in_a_copy_that_holds_the_demo_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = (BUNDLE / "configs" / "inference.json").read_text()
+    root, settings = demo_bundle("unetpp_3d_segmentation", features=[4, 8, 16])
+    assert root == tmp_path / "demo" / "unetpp_3d_segmentation"
+    assert settings["demo_data"] is True and settings["patch_size"] == DEMO_SETTINGS[3]["patch_size"]
+    for name in ("train.json", "inference.json"):
+        config = json.loads((root / "configs" / name).read_text())
+        assert config["features"] == [4, 8, 16] and config["patch_size"] == DEMO_SETTINGS[3]["patch_size"]
+        assert "demo_data" not in config or config["demo_data"] is False  # flags stay run-time settings
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    assert parser.get_parsed_content("network_def").features == (4, 8, 16)  # what a server builds from the copy
+    assert (BUNDLE / "configs" / "inference.json").read_text() == shipped  # the shipped bundle is never changed

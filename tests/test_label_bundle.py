@@ -1,7 +1,8 @@
-"""MONAI Label's stock monaibundle app serving bundles/unetpp_3d_segmentation, behind a real MONAI Label server.
+"""MONAI Label's stock monaibundle app serving the 3D bundle that the main job trained, behind a real MONAI Label
+server: route 1 of docs/monai_label.md as printed, with the main job's size settings made tiny for a CPU test.
 
-The bundle is copied as shipped into the app's model folder; only its size settings are made tiny for a CPU test,
-and models/model.pt (which training normally produces) is written from the bundle's own ``network_def``.
+The main job (``python -m monai_unetpp.bundle.demo``) trains in ``demo/unetpp_3d_segmentation``; that folder is copied
+into the app's model folder as it is, with no settings given to the server beyond the documented ones.
 One server per module; the tests run in file order and the last one trains.
 """
 
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
-import torch
-from label_support.server import REPO, assert_label_volume, corrected_label, make_studies, run_in_venv, running_server
-from monai.bundle import ConfigParser
+from label_support.server import assert_label_volume, corrected_label, make_studies, run_in_venv, running_server
 
 BUNDLE = "unetpp_3d_segmentation"
 LABELS = {"organ": 1, "lesion": 2}
@@ -29,18 +31,13 @@ TINY = {
 }
 
 
-def tiny_bundle(bundle) -> None:
-    for name in ("train.json", "inference.json"):
-        path = bundle / "configs" / name
-        config = json.loads(path.read_text())
-        missing = sorted(set(TINY) - set(config))
-        assert not missing, f"{name} no longer has the settings {missing}"
-        config.update(TINY)
-        path.write_text(json.dumps(config, indent=4))
-    parser = ConfigParser()
-    parser.read_config(bundle / "configs" / "inference.json")
-    (bundle / "models").mkdir(exist_ok=True)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+def main_job(tmp: Path) -> Path:
+    """Run the main job with tiny settings in ``tmp``; returns the bundle it trained, ``tmp/demo/<BUNDLE>``."""
+    command = [sys.executable, "-m", "monai_unetpp.bundle.demo", "--epochs", "1"]
+    command += [f"--set={key}={json.dumps(value)}" for key, value in TINY.items()]
+    done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return tmp / "demo" / BUNDLE
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +47,7 @@ def monaibundle(tmp_path_factory):
     run_in_venv(["-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", "apps"], tmp)
     app = tmp / "apps" / "monaibundle"
     bundle = app / "model" / BUNDLE
-    shutil.copytree(REPO / "bundles" / BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "eval", "runs", "data"))
-    tiny_bundle(bundle)
+    shutil.copytree(main_job(tmp), bundle, ignore=shutil.ignore_patterns("eval", "runs", "data"))  # the docs' cp -r
     conf = {"models": BUNDLE, "zoo_source": "ngc", "sam2": "false"}
     with running_server(app, studies, conf, tmp) as server:
         yield server, bundle, studies, tmp

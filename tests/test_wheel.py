@@ -11,7 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO
+from monai.bundle import ConfigParser
 
 import monai_unetpp
 
@@ -59,8 +61,13 @@ def test_main_job_runs_from_the_installed_wheel(installed_wheel, tmp_path):
     command += [f"--set={key}={json.dumps(value)}" for key, value in tiny.items()]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    copy = tmp_path / "unetpp_3d_segmentation"
+    copy = tmp_path / "demo" / "unetpp_3d_segmentation"
     assert f"copied the unetpp_3d_segmentation bundle to {copy}" in done.stdout
     assert "mean validation Dice: " in done.stdout
     assert (copy / "models" / "model.pt").is_file() and list((copy / "eval").glob("*_seg.nii.gz"))
     assert not (installed_wheel / "monai_unetpp" / "bundles" / "unetpp_3d_segmentation" / "models").exists()
+    # the copy is servable as it is: its own inference config builds the network that its model.pt holds
+    parser = ConfigParser()
+    parser.read_config(str(copy / "configs" / "inference.json"))
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(copy / "models" / "model.pt", map_location="cpu", weights_only=True))

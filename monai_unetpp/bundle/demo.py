@@ -9,9 +9,12 @@ Usage::
     python -m monai_unetpp.bundle.demo --bundle path/to/a/bundle                # any bundle folder
     python -m monai_unetpp.bundle.demo --epochs 100 --set learning_rate=0.002   # longer, other settings
 
-(``monai-unetpp-demo`` is the same command.) A bundle given by name is one that ships with the package: in a
-source checkout it runs in place (``bundles/<name>``); from an installed wheel it is first copied to ``./<name>``,
-so that its data, models and outputs are written there and never into the installed package.
+(``monai-unetpp-demo`` is the same command.) A bundle given by name is one that ships with the package (from a
+source checkout or an installed wheel alike). It is copied to ``demo/<name>`` in the working directory, and the
+demo's settings are written into the copy's configs: the copy is a self-contained bundle whose configs match the
+model it trained, so it can be zipped or served (MONAI Label's monaibundle app: ``cp -r demo/<name>
+apps/monaibundle/model/``) with no extra settings, and the shipped bundle is never changed. A bundle given as a
+folder runs in place, with the settings given at run time, and its configs are left as they are.
 
 It runs the bundle's own configs, exactly as ``python -m monai.bundle run`` would, in three steps:
 
@@ -38,7 +41,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import sys
 import time
@@ -48,7 +50,7 @@ from typing import Any
 
 from monai.bundle import ConfigWorkflow
 
-from ..utils import to_bool
+from ..utils import atomic_file, to_bool
 
 __all__ = ["DEFAULT_BUNDLE", "DEMO_FLAGS", "DEMO_SETTINGS", "find_bundle", "main", "run_demo", "shipped_bundles"]
 
@@ -93,18 +95,12 @@ def shipped_bundles() -> Path:
     raise FileNotFoundError(f"no bundles ship with this installation of monai_unetpp ({package}); reinstall it.")
 
 
-def _is_checkout(folder: Path) -> bool:
-    return (folder.parent / "pyproject.toml").is_file() and os.access(folder, os.W_OK)
-
-
-def find_bundle(bundle: str | Path | None = None, workdir: str | Path | None = None) -> Path:
-    """The bundle folder to run.
+def find_bundle(bundle: str | Path | None = None) -> Path:
+    """The bundle a name or folder stands for.
 
     Args:
         bundle: a bundle folder (with ``configs/train.json``), or the name of a bundle that ships with the package;
             None for :data:`DEFAULT_BUNDLE`.
-        workdir: where a shipped bundle of an installed wheel is copied (``<workdir>/<name>``, reused when it is
-            there). Defaults to the working directory.
     """
     candidate = Path(bundle) if bundle is not None else None
     if candidate is not None and (candidate / "configs" / "train.json").is_file():
@@ -117,13 +113,28 @@ def find_bundle(bundle: str | Path | None = None, workdir: str | Path | None = N
             f"{bundle} is neither a bundle folder (with configs/train.json) nor a bundle that ships with "
             f"monai-unetpp ({', '.join(names)}); pass --bundle PATH to a bundle folder or one of those names."
         )
-    if _is_checkout(shipped):
-        return shipped / name
-    copy = Path.cwd() / name if workdir is None else Path(workdir) / name
-    if not (copy / "configs" / "train.json").is_file():
-        shutil.copytree(shipped / name, copy, dirs_exist_ok=True)
-        print(f"copied the {name} bundle to {copy}")
-    return copy.absolute()
+    return shipped / name
+
+
+def demo_copy(source: Path, settings: dict[str, Any], workdir: str | Path | None = None) -> Path:
+    """``<workdir>/demo/<name>``: a copy of the bundle ``source`` whose configs hold ``settings`` as their values.
+
+    The configs, docs and licence are (re)written from ``source`` on every call; the copy's ``data``, ``models``,
+    ``eval`` and ``runs`` are kept. Every setting that names an id of a config file becomes that id's value there.
+    """
+    target = (Path.cwd() if workdir is None else Path(workdir)) / "demo" / source.name
+    fresh = not (target / "configs").is_dir()
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("data", "models", "eval", "runs"))
+    for path in sorted((target / "configs").glob("*.json")):
+        config = json.loads(path.read_text())
+        written = {key: value for key, value in settings.items() if key in config and key not in DEMO_FLAGS}
+        if written:
+            config.update(written)
+            with atomic_file(path) as tmp:
+                tmp.write_text(json.dumps(config, indent=4) + "\n")
+    if fresh:
+        print(f"copied the {source.name} bundle to {target}, with the demo's settings in its configs")
+    return target.absolute()
 
 
 def _workflow(bundle: Path, files: Sequence[str], workflow_type: str | None, settings: dict[str, Any]) -> None:
@@ -139,11 +150,25 @@ def _workflow(bundle: Path, files: Sequence[str], workflow_type: str | None, set
     workflow.finalize()
 
 
+def demo_bundle(bundle: str | Path | None = None, **overrides: Any) -> tuple[Path, dict[str, Any]]:
+    """Where the demo runs and with which settings: a shipped bundle's :func:`demo_copy`, or a bundle folder itself,
+    and :data:`DEMO_SETTINGS`, :data:`DEMO_FLAGS` (dropped when ``dataset_dir`` or ``datalist`` is named) and
+    ``overrides``, in that order of precedence from last to first."""
+    root = find_bundle(bundle)
+    spatial_dims = json.loads((root / "configs" / "train.json").read_text())["spatial_dims"]
+    flags = {} if {"dataset_dir", "datalist"} & set(overrides) else DEMO_FLAGS
+    settings = {**DEMO_SETTINGS.get(spatial_dims, {}), **flags, **overrides}
+    if root.parent == shipped_bundles():
+        root = demo_copy(root, settings)
+    return root, settings
+
+
 def run_demo(bundle: str | Path | None = None, **overrides: Any) -> list[dict[str, str]]:
     """Train, evaluate and run inference with a bundle on its demo data.
 
     Args:
-        bundle: the bundle folder; see :func:`find_bundle`.
+        bundle: a bundle folder, run in place, or the name of a shipped bundle, run in its :func:`demo_copy`; see
+            :func:`find_bundle`.
         overrides: config overrides applied to all three steps, over :data:`DEMO_SETTINGS` and :data:`DEMO_FLAGS`
             (e.g. ``epochs=100``, ``dataset_dir="/data/Task09_Spleen"``; naming ``dataset_dir`` or ``datalist``
             drops :data:`DEMO_FLAGS`).
@@ -151,10 +176,10 @@ def run_demo(bundle: str | Path | None = None, **overrides: Any) -> list[dict[st
     Returns:
         The rows of ``eval/metrics_per_class.csv``: one per class with its mean Dice and HD95.
     """
-    root = find_bundle(bundle)
-    spatial_dims = json.loads((root / "configs" / "train.json").read_text())["spatial_dims"]
-    flags = {} if {"dataset_dir", "datalist"} & set(overrides) else DEMO_FLAGS
-    settings = {**DEMO_SETTINGS.get(spatial_dims, {}), **flags, **overrides}
+    return _run(*demo_bundle(bundle, **overrides))
+
+
+def _run(root: Path, settings: dict[str, Any]) -> list[dict[str, str]]:
     earlier = [root / "models" / name for name in ("model.pt", "last.ckpt") if (root / "models" / name).is_file()]
     if earlier and _flag(settings, "overwrite") and not _flag(settings, "resume"):
         print(f"overwrite=true: this demo run trains a new model and replaces {' and '.join(map(str, earlier))}")
@@ -204,8 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["epochs"] = args.epochs
 
     start = time.perf_counter()
-    root = find_bundle(args.bundle)
-    rows = run_demo(root, **overrides)
+    root, settings = demo_bundle(args.bundle, **overrides)
+    rows = _run(root, settings)
     minutes, seconds = divmod(time.perf_counter() - start, 60)
     dice = [float(row["val_mean_dice"]) for row in rows]
     print(f"\nUNet++ demo finished in {int(minutes)} min {seconds:.0f} s ({root.name})")
