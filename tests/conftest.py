@@ -17,6 +17,16 @@ BUNDLE_3D = BUNDLES / "unetpp_3d_segmentation"
 BUNDLE_2D = BUNDLES / "unetpp_2d_segmentation"
 BUNDLE_BRAIN = BUNDLES / "unetpp_brain_tissue_mri_segmentation"
 
+#: Bundle settings for a CPU test: a 2-level network on 16^3 patches, one patch per step, no worker processes.
+TINY_BUNDLE = {
+    "features": [4, 8, 16],
+    "patch_size": [16, 16, 16],
+    "batch_size": 1,
+    "num_samples": 1,
+    "num_workers": 0,
+    "progress_bar": False,
+}
+
 #: Widths of the tiny test networks by level: depth k uses the first k + 1.
 TINY = (4, 8, 8, 16, 16, 16)
 

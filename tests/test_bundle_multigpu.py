@@ -11,21 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLE_3D
+from conftest import BUNDLE_3D, TINY_BUNDLE
 
 from monai_unetpp.data import make_demo_dataset
 
 CONFIGS = BUNDLE_3D / "configs"
-TINY = {
-    "features": [4, 8, 16],
-    "patch_size": [16, 16, 16],
-    "batch_size": 1,
-    "num_samples": 1,
-    "epochs": 2,
-    "val_interval": 1,
-    "num_workers": 0,
-    "progress_bar": False,
-}
+TINY = {**TINY_BUNDLE, "epochs": 2, "val_interval": 1}
 
 
 def torchrun(root: Path, config_files: list[str], timeout: float = 300) -> subprocess.CompletedProcess:

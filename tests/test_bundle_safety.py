@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import BUNDLE_3D
+from conftest import BUNDLE_3D, TINY_BUNDLE
 from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 
@@ -26,16 +26,7 @@ from monai_unetpp.data import DatasetError, make_demo_dataset
 
 CONFIGS = BUNDLE_3D / "configs"
 #: one epoch of two 32^3 cases with a 2-level network on 16^3 patches, validated at its end
-TINY = {
-    "features": [4, 8, 16],
-    "patch_size": [16, 16, 16],
-    "batch_size": 1,
-    "num_samples": 1,
-    "epochs": 1,
-    "num_workers": 0,
-    "progress_bar": False,
-    "save_montages": False,
-}
+TINY = {**TINY_BUNDLE, "epochs": 1, "save_montages": False}
 
 
 def workflow(root: Path, files: list[str], workflow_type: str | None, **overrides) -> ConfigWorkflow:

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLE_3D, tiny_net
+from conftest import BUNDLE_3D, TINY_BUNDLE, tiny_net
 from ignite.engine import Engine
 from monai.bundle import ConfigWorkflow, ckpt_export
 
 from monai_unetpp.bundle import TrainingStateCheckpoint
 from monai_unetpp.data import make_demo_dataset
 
-TINY = {"features": [4, 8, 16], "patch_size": [16, 16, 16], "num_workers": 0, "progress_bar": False}
+TINY = TINY_BUNDLE
 
 
 class Payload:
