@@ -9,10 +9,12 @@
 
 Each ``bundles/_source/<name>.py`` (other than ``bundle_template.py``) defines ``BUNDLE``, the parameters of
 ``bundles/<name>``; ``bundle_template.py`` turns them into train.json, evaluate.json, inference.json,
-multi_gpu_train.json and multi_gpu_evaluate.json, and ``bundles/_source/logging.conf`` is copied. metadata.json and
-docs/ are written by hand, per bundle. JSON is written in the MONAI model zoo's format, what its pre-commit hook
-``pretty-format-json --indent=4 --no-sort-keys`` writes: 4-space indents, keys in their order, non-ASCII characters
-escaped, one newline at the end.
+multi_gpu_train.json and multi_gpu_evaluate.json, and ``bundles/_source/logging.conf`` is copied. The config
+fragments a bundle lists in ``Bundle.fragments`` are copied from the repository's ``configs/`` (their one source)
+into its ``configs/``, with a first line that says so, so that the commands of its README run from the bundle folder
+alone. metadata.json and docs/ are written by hand, per bundle. JSON is written in the MONAI model zoo's format, what
+its pre-commit hook ``pretty-format-json --indent=4 --no-sort-keys`` writes (``check_bundles.format_json``): 4-space
+indents, keys in their order, non-ASCII characters escaped, one newline at the end.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # check_bundles, beside this file, when imported elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_bundles import format_json  # noqa: E402 - the one implementation of the model zoo's JSON format
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
 SOURCE = BUNDLES / "_source"
+#: the config fragments (configs/*.yaml), the one source of the copies in the bundles that list them
+FRAGMENTS = REPO / "configs"
 TEMPLATE = "bundle_template"
 #: files copied unchanged from the source folder into every bundle's configs/
 COPIED = ("logging.conf",)
@@ -35,9 +42,9 @@ COPIED = ("logging.conf",)
 HAND_WRITTEN = ("metadata.json",)
 
 
-def format_json(obj: Any) -> str:
-    """``obj`` as ``pretty-format-json --indent=4 --no-sort-keys`` formats it (its default keeps ``ensure_ascii``)."""
-    return json.dumps(obj, indent=4, ensure_ascii=True) + "\n"
+def fragment_header(name: str) -> str:
+    """The first line of a fragment's copy in a bundle."""
+    return f"# A copy of configs/{name} of the monai-unetpp repository (scripts/render_bundles.py): edit that one.\n"
 
 
 def load_source(source: Path) -> tuple[Any, dict[str, Any]]:
@@ -55,8 +62,9 @@ def load_source(source: Path) -> tuple[Any, dict[str, Any]]:
         sys.dont_write_bytecode = write_bytecode
 
 
-def render(source: Path, bundles: Path) -> dict[Path, str]:
-    """Every rendered file, by path, and its text."""
+def render(source: Path, bundles: Path, fragments: Path | None = None) -> dict[Path, str]:
+    """Every rendered file, by path, and its text (the fragments' copies from ``fragments``, default FRAGMENTS)."""
+    fragments = FRAGMENTS if fragments is None else fragments
     template, source_bundles = load_source(source)
     files: dict[Path, str] = {}
     for name, bundle in source_bundles.items():
@@ -65,6 +73,11 @@ def render(source: Path, bundles: Path) -> dict[Path, str]:
             files[configs / filename] = format_json(config)
         for filename in COPIED:
             files[configs / filename] = (source / filename).read_text(encoding="utf-8")
+        for filename in bundle.fragments:
+            if not (fragments / filename).is_file():
+                raise FileNotFoundError(f"{name}: fragment {filename} is not in {_shown(fragments)}")
+            text = (fragments / filename).read_text(encoding="utf-8")
+            files[configs / filename] = fragment_header(filename) + text
     return files
 
 
@@ -100,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--diff", action="store_true", help="with --check: print the differences")
     args = parser.parse_args(argv)
 
-    files = render(SOURCE, BUNDLES)
+    files = render(SOURCE, BUNDLES, FRAGMENTS)
     changed = differences(files, BUNDLES)
     if args.check:
         for path in changed:

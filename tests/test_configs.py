@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from pydoc import locate
 
@@ -70,6 +71,41 @@ def test_paper_2d_is_the_paper_preset_and_its_loss(tmp_path):
     value = loss(net(x), torch.randint(0, 3, (2, 1, 16, 16)))
     value.backward()
     assert torch.isfinite(value) and net.heads[0].weight.grad is not None
+
+
+def test_paper_2d_layers_on_inference_json_too_with_the_same_network(tmp_path):
+    # its README layers it on inference.json for inference and export: a `loss::...` key there would stop MONAI
+    # (inference.json has no loss); the network must be the one that train.json with the fragment trained
+    inference = layered(CONFIGS_2D / "inference.json", "paper_2d.yaml", bundle_root=str(tmp_path))
+    train = layered(CONFIGS_2D / "train.json", "paper_2d.yaml", bundle_root=str(tmp_path))
+    net = inference.get_parsed_content("network_def")
+    trained = train.get_parsed_content("network_def")
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in trained.state_dict().items()}
+    net.load_state_dict(trained.state_dict())
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), trained.eval()(x))
+
+
+def test_paper_2d_loss_is_the_bundles_loss_with_the_papers_weighting():
+    # the fragment gives the whole loss (see above): apart from the paper's three values it is train.json's own
+    fragment = yaml.safe_load((FRAGMENTS / "paper_2d.yaml").read_text())["loss"]
+    bundle = json.loads((CONFIGS_2D / "train.json").read_text())["loss"]
+    paper = {"weight_mode": "same", "lambda_dice": 1.0, "lambda_ce": 0.5}
+    assert {k: v for k, v in fragment.items() if k not in paper and k != "_desc_"} == {
+        k: v for k, v in bundle.items() if k not in paper and k != "_desc_"
+    }
+    assert {k: fragment[k] for k in paper} == paper
+
+
+@pytest.mark.parametrize("fragment", sorted(p.name for p in FRAGMENTS.glob("*.yaml")))
+def test_fragment_examples_run_from_the_bundle_folders_that_ship_them(fragment):
+    # the example command in a fragment's comment is copied into the bundles: it names the bundle's own copy
+    text = (FRAGMENTS / fragment).read_text()
+    assert "../" not in text and "cd bundles" not in text
+    assert f"'configs/{fragment}'" in text
+    shipped = [p.parent.parent.name for p in (REPO / "bundles").glob(f"*/configs/{fragment}")]
+    assert shipped, f"no bundle ships {fragment}"
 
 
 def test_fast_inference_runs_the_pruned_network(tmp_path):

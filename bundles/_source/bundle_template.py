@@ -234,6 +234,10 @@ class Bundle:
     #: ids that evaluate.json sets besides the template's (e.g. the list it evaluates)
     evaluate_ids: dict[str, Any] = field(default_factory=dict)
 
+    #: config fragments of the repository's ``configs/`` that the bundle's README layers on its configs: the renderer
+    #: copies them into the bundle's ``configs/``, so that a copy of the bundle has them (``configs/ct.yaml``, ...)
+    fragments: list[str] = field(default_factory=list)
+
     def __post_init__(self) -> None:
         if self.train_preprocessing_ids is None:
             self.train_preprocessing_ids = _generic_preprocessing_ids(inference=False)

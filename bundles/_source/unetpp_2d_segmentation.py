@@ -13,4 +13,5 @@ BUNDLE = Bundle(
     batch_size=8,
     num_samples=4,
     sw_batch_size=16,
+    fragments=["paper_2d.yaml", "fast_inference.yaml"],  # the config fragments its README uses
 )

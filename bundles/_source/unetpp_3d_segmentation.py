@@ -13,4 +13,5 @@ BUNDLE = Bundle(
     batch_size=2,
     num_samples=2,
     sw_batch_size=4,
+    fragments=["ct.yaml", "mri.yaml", "fast_inference.yaml"],  # the config fragments its README uses
 )
