@@ -16,7 +16,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
 
 from ..networks.unetplusplus import DEFAULT_FEATURES, UNetPlusPlus
-from .defaults import ROI_SIZE, TARGET_SPACING
+from .defaults import ROI_SIZE, SW_BATCH_SIZE, TARGET_SPACING
 from .infer import UNetPlusPlusInferTask
 from .train import UNetPlusPlusTrainTask
 
@@ -44,8 +44,12 @@ class UNetPlusPlusSegmentation(TaskConfig):
 
     The class attributes are the model's defaults; an app's config file may override them, and so may
     ``--conf unetpp_<attribute> <value>`` at server start (JSON values, labels also as ``name,name``), e.g.
-    ``--conf unetpp_labels spleen,liver --conf unetpp_features '[16,32,64,128]'`` (no spaces: the ``monailabel``
-    script splits its arguments on them).
+    ``--conf unetpp_labels spleen,liver --conf unetpp_features '[16,32,64,128]' --conf unetpp_sw_batch_size 2``
+    (no spaces: the ``monailabel`` script splits its arguments on them).
+
+    ``sw_batch_size`` is the number of sliding windows per forward pass of inference; ``restrict_images`` (True)
+    makes the tasks refuse image files outside the server's datastore (``--conf unetpp_restrict_images false``
+    lifts it).
 
     Model files live in the app's ``model`` folder: ``pretrained_<name>.pt`` (optional, a checkpoint to start
     from) and ``<name>.pt`` (published by training). Inference and training use the published model when there is
@@ -65,6 +69,8 @@ class UNetPlusPlusSegmentation(TaskConfig):
     intensity_range: Sequence[float] | None = None
     inference_mode: str = "final"
     inference_depth: int | None = None
+    sw_batch_size: int = SW_BATCH_SIZE
+    restrict_images: bool = True
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -77,13 +83,15 @@ class UNetPlusPlusSegmentation(TaskConfig):
         if getattr(self, "pruning_depth", None) is not None and self.inference_depth is None:
             warnings.warn("the pruning_depth attribute is deprecated: set inference_depth", DeprecationWarning, 2)
             self.inference_depth = self.pruning_depth
-        for key in ("features", "roi_size", "target_spacing", "intensity_range", "inference_depth"):
+        for key in ("features", "roi_size", "target_spacing", "intensity_range", "inference_depth", "sw_batch_size"):
             if conf.get(f"unetpp_{key}"):
                 setattr(self, key, json.loads(conf[f"unetpp_{key}"]))
         if conf.get("unetpp_inference_mode"):
             self.inference_mode = conf["unetpp_inference_mode"]
         if conf.get("unetpp_deep_supervision"):
             self.deep_supervision = strtobool(conf["unetpp_deep_supervision"])
+        if conf.get("unetpp_restrict_images"):
+            self.restrict_images = strtobool(conf["unetpp_restrict_images"])
 
         self.path = [os.path.join(model_dir, f"pretrained_{name}.pt"), os.path.join(model_dir, f"{name}.pt")]
         self.network = UNetPlusPlus(
@@ -104,6 +112,8 @@ class UNetPlusPlusSegmentation(TaskConfig):
             intensity_range=self.intensity_range,
             inference_mode=self.inference_mode,
             inference_depth=self.inference_depth,
+            sw_batch_size=self.sw_batch_size,
+            restrict_images=self.restrict_images,
             preload=strtobool(self.conf.get("preload", "false")),
         )
 
@@ -116,6 +126,7 @@ class UNetPlusPlusSegmentation(TaskConfig):
             roi_size=self.roi_size,
             target_spacing=self.target_spacing,
             intensity_range=self.intensity_range,
+            restrict_images=self.restrict_images,
             load_path=published if os.path.exists(published) else pretrained,
             publish_path=published,
         )

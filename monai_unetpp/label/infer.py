@@ -14,7 +14,6 @@ from monai.transforms import (
     AsDiscreted,
     EnsureChannelFirstd,
     EnsureTyped,
-    LoadImaged,
     MapLabelValued,
     Orientationd,
     SqueezeDimd,
@@ -25,7 +24,8 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from ..inferers import UNetPlusPlusInferer
 from ..networks.unetplusplus import INFERENCE_MODES, UNetPlusPlus
 from ..transforms import PathSafeSpacingd, scale_intensity
-from .defaults import ROI_SIZE, TARGET_SPACING
+from .defaults import ROI_SIZE, SW_BATCH_SIZE, TARGET_SPACING
+from .guards import LoadDatastoreImaged, RequestError
 
 __all__ = ["UNetPlusPlusInferTask"]
 
@@ -38,16 +38,34 @@ def _request_value(data: dict | None, key: str, default: Any) -> Any:
 
 
 def _request_depth(data: dict | None, default: Any) -> Any:
-    """The request's ``inference_depth``, or its former name ``pruning_depth`` that older clients send."""
-    if data and "inference_depth" not in data and "pruning_depth" in data:
+    """The request's ``inference_depth``, or its former name ``pruning_depth`` that older clients send.
+
+    MONAI Label fills the options a request leaves out from the task's config, so an ``inference_depth`` that is
+    still the config's list of choices was not sent: then a ``pruning_depth`` of the request counts."""
+    sent = data is not None and not isinstance(data.get("inference_depth", []), (list, tuple))
+    if data and not sent and "pruning_depth" in data:
         return _request_value(data, "pruning_depth", default)
     return _request_value(data, "inference_depth", default)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """A whole number >= 1 (a request may send it as text), else a ``RequestError`` (a ``ValueError``, answered
+    with HTTP 422 by the server) naming the option."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if isinstance(value, bool) or number < 1 or str(number) != str(value).strip():
+        raise RequestError(f"{name} must be a whole number >= 1, got {value!r}.")
+    return number
 
 
 class UNetPlusPlusInferTask(BasicInferTask):
     """Automatic segmentation with a UNet++ behind a MONAI Label server.
 
-    Pre-processing: load, channel first, RAS orientation, resampling to ``target_spacing``, intensity scaling.
+    Pre-processing: load (:class:`monai_unetpp.label.guards.LoadDatastoreImaged`: a truncated or damaged file, or
+    one outside the server's datastore, is answered with an error naming it), channel first, RAS orientation,
+    resampling to ``target_spacing``, intensity scaling.
     The logits of :py:class:`monai_unetpp.UNetPlusPlusInferer` are resampled back onto the image's own grid by
     inverting the spatial pre-transforms, then reduced to a label map whose voxels hold the ``labels`` values, so
     the result has the image's shape and affine.
@@ -67,9 +85,12 @@ class UNetPlusPlusInferTask(BasicInferTask):
         intensity_range: ``(a_min, a_max)`` window scaled to [0, 1], or None for z-score normalisation.
         inference_mode: default ``"final"`` or ``"mean"``. Defaults to ``"final"``.
         inference_depth: default pruning depth, or None for the full depth (``pruning_depth``: its deprecated name).
-        sw_batch_size: windows per forward pass. Defaults to 1.
+        sw_batch_size: windows per forward pass (a request's ``sw_batch_size`` overrides it). Defaults to
+            :data:`monai_unetpp.label.defaults.SW_BATCH_SIZE`.
         overlap: sliding-window overlap. Defaults to 0.25.
         description: text shown by the viewer.
+        restrict_images: refuse image files outside the server's datastore (MONAI Label 0.8.5 passes an absolute
+            server path given as the image id on to the task). Defaults to True.
         kwargs: further ``BasicInferTask`` arguments (``preload``, ``load_strict`` ...).
     """
 
@@ -83,9 +104,10 @@ class UNetPlusPlusInferTask(BasicInferTask):
         intensity_range: Sequence[float] | None = None,
         inference_mode: str = "final",
         inference_depth: int | None = None,
-        sw_batch_size: int = 1,
+        sw_batch_size: int = SW_BATCH_SIZE,
         overlap: float = 0.25,
         description: str = "UNet++ automatic segmentation",
+        restrict_images: bool = True,
         **kwargs: Any,
     ) -> None:
         if "pruning_depth" in kwargs:
@@ -121,12 +143,13 @@ class UNetPlusPlusInferTask(BasicInferTask):
         )
         self.target_spacing = tuple(float(s) for s in target_spacing)
         self.intensity_range = intensity_range
-        self.sw_batch_size = sw_batch_size
+        self.sw_batch_size = _positive_int(sw_batch_size, "sw_batch_size")
         self.overlap = overlap
+        self.restrict_images = bool(restrict_images)
 
     def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
         return [
-            LoadImaged(keys="image"),
+            LoadDatastoreImaged(keys="image", restrict=self.restrict_images),
             EnsureTyped(keys="image", device=data.get("device") if data else None),
             EnsureChannelFirstd(keys="image"),
             Orientationd(keys="image", axcodes="RAS"),
@@ -137,7 +160,7 @@ class UNetPlusPlusInferTask(BasicInferTask):
     def inferer(self, data: dict | None = None) -> Inferer:
         return UNetPlusPlusInferer(
             roi_size=self.roi_size,
-            sw_batch_size=int(_request_value(data, "sw_batch_size", self.sw_batch_size)),
+            sw_batch_size=_positive_int(_request_value(data, "sw_batch_size", self.sw_batch_size), "sw_batch_size"),
             overlap=float(_request_value(data, "sw_overlap", self.overlap)),
             inference_mode=str(_request_value(data, "inference_mode", self.config()["inference_mode"])),
             inference_depth=int(_request_depth(data, self.config()["inference_depth"])),

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .defaults import DEFAULT_FEATURES, MODEL_NAME, ROI_SIZE, TARGET_SPACING
+from .defaults import DEFAULT_FEATURES, MODEL_NAME, ROI_SIZE, SW_BATCH_SIZE, TARGET_SPACING
 
 __all__ = ["add_unetpp_config", "main", "radiology_sample_app"]
 
@@ -45,6 +45,7 @@ class {class_name}(UNetPlusPlusSegmentation, TaskConfig):
     roi_size = {roi_size!r}
     target_spacing = {target_spacing!r}
     intensity_range = {intensity_range!r}
+    sw_batch_size = {sw_batch_size!r}
 '''
 
 
@@ -70,6 +71,7 @@ def add_unetpp_config(
     target_spacing: Sequence[float] = TARGET_SPACING,
     intensity_range: Sequence[float] | None = None,
     overwrite: bool = False,
+    sw_batch_size: int = SW_BATCH_SIZE,
 ) -> Path:
     """Write ``app_dir/lib/configs/<name>.py``, copying the radiology sample app to ``app_dir`` if it has no app.
 
@@ -84,12 +86,16 @@ def add_unetpp_config(
         target_spacing: voxel size the network works at.
         intensity_range: ``(a_min, a_max)`` window scaled to [0, 1], or None for z-score normalisation.
         overwrite: replace an existing config file of that name. Defaults to False.
+        sw_batch_size: sliding windows per forward pass of inference. Defaults to
+            :data:`monai_unetpp.label.defaults.SW_BATCH_SIZE`.
 
     Returns:
         the written config file.
     """
     if not name.isidentifier() or name.startswith("_"):
         raise ValueError(f"name must be a Python module name (letters, digits, '_'), got {name!r}.")
+    if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
+        raise ValueError(f"sw_batch_size must be a whole number >= 1, got {sw_batch_size!r}.")
     app_dir = Path(app_dir)
     if not (app_dir / "main.py").is_file():
         if app_dir.exists() and any(app_dir.iterdir()):
@@ -115,6 +121,7 @@ def add_unetpp_config(
             roi_size=tuple(int(s) for s in roi_size),
             target_spacing=tuple(float(s) for s in target_spacing),
             intensity_range=None if intensity_range is None else tuple(float(v) for v in intensity_range),
+            sw_batch_size=sw_batch_size,
         )
     )
     return target
@@ -144,6 +151,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--intensity-range", type=_numbers(float), default=None, help="CT window: --intensity-range=-57,164"
     )
+    parser.add_argument(
+        "--sw-batch-size",
+        type=int,
+        default=SW_BATCH_SIZE,
+        help="sliding windows per forward pass of inference (default: %(default)s)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing config of that name")
     args = parser.parse_args(argv)
 
@@ -160,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             target_spacing=args.target_spacing,
             intensity_range=args.intensity_range,
             overwrite=args.force,
+            sw_batch_size=args.sw_batch_size,
         )
     except (OSError, ValueError) as error:
         parser.error(str(error))

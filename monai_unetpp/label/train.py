@@ -32,6 +32,7 @@ from ..losses import DeepSupervisionDiceCELoss
 from ..networks.unetplusplus import UNetPlusPlus
 from ..transforms import SelectHeadd, SequentialLabelsd, scale_intensity
 from .defaults import ROI_SIZE, TARGET_SPACING
+from .guards import check_datastore_path, check_training_pairs
 
 __all__ = ["UNetPlusPlusTrainTask"]
 
@@ -52,6 +53,13 @@ class UNetPlusPlusTrainTask(BasicTrainTask):
     Request options besides MONAI Label's (``max_epochs``, ``val_split``, ``train_batch_size`` ...):
     ``learning_rate`` (AdamW, default 3e-4) and ``num_samples`` (patches per image and iteration, default 2).
 
+    Before the split into training and validation, every (image, label) pair is checked
+    (:func:`monai_unetpp.label.guards.check_training_pairs`: files complete and readable, label on the image's grid,
+    integer label values >= 0, files inside the server's datastore): a bad pair (a submitted label of the wrong shape,
+    say) is left out with a warning naming its image id; with no usable pair left the run fails with a
+    ``TrainingDataError`` listing the problems. The lists a request may give (``train_ds``, ``val_ds``) are checked
+    the same way.
+
     Args:
         model_dir: folder for the runs' checkpoints and statistics.
         network: the ``UNetPlusPlus`` to train; it is copied, never modified.
@@ -61,6 +69,8 @@ class UNetPlusPlusTrainTask(BasicTrainTask):
             :data:`monai_unetpp.label.defaults.TARGET_SPACING`.
         intensity_range: ``(a_min, a_max)`` window scaled to [0, 1], or None for z-score normalisation.
         description: text shown by the viewer.
+        restrict_images: leave out pairs with a file outside the server's datastore (a request's ``train_ds`` or
+            ``val_ds`` may name any server path). Defaults to True.
         kwargs: further ``BasicTrainTask`` arguments (``load_path``, ``publish_path``, ``config`` ...).
     """
 
@@ -73,6 +83,7 @@ class UNetPlusPlusTrainTask(BasicTrainTask):
         target_spacing: Sequence[float] = TARGET_SPACING,
         intensity_range: Sequence[float] | None = None,
         description: str = "Train the UNet++ segmentation model",
+        restrict_images: bool = True,
         **kwargs: Any,
     ) -> None:
         if network.out_channels != len(labels) + 1:
@@ -90,6 +101,30 @@ class UNetPlusPlusTrainTask(BasicTrainTask):
         self.roi_size = tuple(int(s) for s in roi_size)
         self.target_spacing = tuple(float(s) for s in target_spacing)
         self.intensity_range = intensity_range
+        self.restrict_images = bool(restrict_images)
+
+    def _checked(self, datalist: Any, split: str, required: bool) -> list[dict]:
+        return check_training_pairs(
+            datalist,
+            values=self._label_values.values(),
+            spatial_dims=self._template.spatial_dims,
+            split=split,
+            required=required,
+            restrict=self.restrict_images,
+        )
+
+    def partition_datalist(self, context: Context, shuffle: bool = False) -> tuple[list, list]:
+        # MONAI Label trains on every submitted label as it is: check each pair first, leave out the bad ones
+        request = context.request
+        for key in ("train_ds", "val_ds"):  # a datalist file named by the request must lie in the datastore too
+            if self.restrict_images and isinstance(request.get(key), str):
+                check_datastore_path(request[key], what=f"{key} file")
+        external = {key: self._load_external_ds(request.get(key)) for key in ("train_ds", "val_ds")}
+        context.datalist = self._checked(context.datalist or [], "training", required=not external["train_ds"])
+        for key, split in (("train_ds", "training (train_ds)"), ("val_ds", "validation (val_ds)")):
+            if external[key]:
+                request[key] = self._checked(external[key], split, required=key == "train_ds")
+        return super().partition_datalist(context, shuffle)
 
     def network(self, context: Context) -> UNetPlusPlus:
         # A copy: the same template is shared with the infer task, which must not see half-trained weights.

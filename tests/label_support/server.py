@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -128,6 +129,21 @@ class MonaiLabelServer:
         req.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
         return req
 
+    def infer_response(
+        self, model: str, image: str = "", params: dict | None = None, upload: Path | None = None
+    ) -> tuple[int, bytes]:
+        """POST /infer/<model>?image=<id>&output=image as a viewer sends it, with ``upload`` as the ``file`` field
+        (an image from the client's disk); returns the status and body, errors included."""
+        path = f"/infer/{model}?image={urllib.parse.quote(image)}&output=image"
+        fields: dict[str, bytes | Path] = {"params": json.dumps(params or {}).encode()}
+        if upload is not None:
+            fields["file"] = upload
+        try:
+            with urllib.request.urlopen(self._multipart("POST", path, fields), timeout=300) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
     def infer(self, model: str, image: str, out: Path, params: dict | None = None) -> Path:
         """POST /infer/<model>?image=<id>&output=image; writes the returned label volume to ``out``.
 
@@ -235,12 +251,52 @@ def corrected_label(prediction: Path, out: Path, value: int) -> Path:
     return out
 
 
-def assert_label_volume(result: Path, image: Path, values: Sequence[int]) -> np.ndarray:
-    """The result has the image's shape and affine and holds only background and the declared label values."""
+def assert_label_volume(
+    result: Path, image: Path, values: Sequence[int], dtype: np.typing.DTypeLike | None = np.uint8
+) -> np.ndarray:
+    """The result has the image's shape and affine, holds only background and the declared label values, and is
+    stored as ``dtype`` (uint8, what viewers expect of a label map with values below 256; None: not checked)."""
     label, reference = nib.load(result), nib.load(image)
+    if dtype is not None:
+        assert label.get_data_dtype() == np.dtype(dtype), f"label stored as {label.get_data_dtype()}, not {dtype}"
     assert label.shape == reference.shape, f"label shape {label.shape} != image shape {reference.shape}"
     np.testing.assert_allclose(label.affine, reference.affine, atol=1e-4, err_msg="label affine != image affine")
     data = np.asarray(label.dataobj)
     found = set(np.unique(data).tolist())
     assert found <= {0, *values}, f"label values {sorted(found)} outside background + declared {sorted(values)}"
     return data
+
+
+def truncated_copy(image: Path, out: Path) -> Path:
+    """A copy of ``image`` cut in the middle, as an interrupted upload or copy leaves it."""
+    data = image.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    return out
+
+
+def wrong_shape_label(image: Path, out: Path, value: int) -> Path:
+    """A label that does not fit its image: half the image's size along the first axis (a correction of another
+    image, or of a cropped copy), with the image's affine."""
+    reference = nib.load(image)
+    shape = (reference.shape[0] // 2, *reference.shape[1:])
+    data = np.zeros(shape, np.uint8)
+    data[4:12, 4:12, 4:12] = value
+    nib.save(nib.Nifti1Image(data, reference.affine), out)
+    return out
+
+
+def outside_image(tmp: Path) -> Path:
+    """A valid image outside the studies folder, where a request's absolute path may point."""
+    folder = tmp / "outside"
+    folder.mkdir(exist_ok=True)
+    path = folder / "private.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 16), np.float32), AFFINE), path)
+    return path
+
+
+def error_detail(body: bytes) -> str:
+    """The message of a MONAI Label error response (FastAPI's ``{"detail": ...}``), else the body as text."""
+    try:
+        return str(json.loads(body)["detail"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace")
