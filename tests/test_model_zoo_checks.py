@@ -241,10 +241,11 @@ def test_precommit_hooks(bundle):
 
 def test_the_command_line_prints_one_line_per_check_and_fails_with_the_reason(bundle, capsys):
     edit_metadata(bundle, lambda m: m["changelog"].update({"1.0.0": "newer than the version"}))
+    version = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
     assert checker.main([str(bundle), "--check", "files", "--check", "version", "--require-weights"]) == 1
     assert capsys.readouterr().out.splitlines() == [
         "FAIL unetpp_2d_segmentation files: missing models/model.pt (none shipped; --require-weights)",
-        "FAIL unetpp_2d_segmentation version: version 0.3.1 is not the newest changelog entry (1.0.0)",
+        f"FAIL unetpp_2d_segmentation version: version {version} is not the newest changelog entry (1.0.0)",
         "1 bundle, 2 checks: 0 passed, 2 failed",
     ]
     assert checker.main(["unetpp_2d_segmentation", "--check", "json_format"]) == 0  # a bundle by its name

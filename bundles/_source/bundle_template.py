@@ -63,7 +63,9 @@ def _generic_preprocessing_ids(inference: bool) -> dict[str, Any]:
 def _generic_deterministic_transforms(spatial_dims: int) -> list:
     return [
         {
-            "_target_": "monai.transforms.LoadImaged",
+            "_target_": "monai_unetpp.label.guards.LoadDatastoreImaged",
+            "_desc_": "LoadImaged with SimpleITKReader; served by MONAI Label, it refuses files outside the server's "
+            "datastore and answers a damaged file with an error naming it (HTTP 403/422)",
             "keys": "@load_keys",
             "reader": "monai_unetpp.data.SimpleITKReader",
         },
@@ -212,9 +214,14 @@ class Bundle:
     train_datasets: dict[str, Any] = field(
         default_factory=lambda: {
             "dataset": {
-                "_target_": "monai.data.CacheDataset",
+                "_target_": "monai_unetpp.label.guards.CheckedCacheDataset",
+                "_desc_": "CacheDataset of the (image, label) pairs that pass "
+                "monai_unetpp.label.guards.check_training_pairs; MONAI Label sets `data` to its datastore's pairs, "
+                "unchecked: a bad pair is left out with a warning naming its image id",
                 "data": "$@datalists['training']",
                 "transform": "@train::preprocessing",
+                "num_classes": "@num_classes",
+                "spatial_dims": "@spatial_dims",
                 "cache_rate": "@cache_rate",
                 "num_workers": "@num_workers",
             }
@@ -222,9 +229,16 @@ class Bundle:
     )
     validate_dataset: dict[str, Any] = field(
         default_factory=lambda: {
-            "_target_": "monai.data.CacheDataset",
+            "_target_": "monai_unetpp.label.guards.CheckedCacheDataset",
+            "_desc_": "the validation pairs that pass the check, as train::dataset; with none (MONAI Label's split of "
+            "one or two labelled images gives none) the training pairs, so that validation writes models/model.pt",
             "data": "$@datalists['validation']",
             "transform": "@validate::preprocessing",
+            "num_classes": "@num_classes",
+            "spatial_dims": "@spatial_dims",
+            "split": "validation",
+            "required": False,
+            "fallback": "@train::dataset::data",
             "cache_rate": "@cache_rate",
             "num_workers": "@num_workers",
         }
@@ -618,6 +632,13 @@ def inference(b: Bundle) -> dict[str, Any]:
                     "to_tensor": True,
                 },
                 {"_target_": "monai.transforms.AsDiscreted", "keys": "pred", "argmax": True},
+                {
+                    "_target_": "monai.transforms.CastToTyped",
+                    "_desc_": "class indices as uint8, the dtype viewers expect: MONAI Label drops SaveImaged and "
+                    "writes the array as it is",
+                    "keys": "pred",
+                    "dtype": "$numpy.uint8",
+                },
                 {
                     "_target_": "monai.transforms.SaveImaged",
                     "keys": "pred",
