@@ -238,24 +238,30 @@ def test_resume_overwrite_and_amp_from_the_command_line(bundle, tmp_path):
     assert parser.get_parsed_content("evaluator::amp") is False
 
 
-@pytest.mark.parametrize("bundle", ALL_BUNDLES, ids=lambda b: b.name)
+FLAG_CASES = [
+    ("train", "resume", ("train::handlers", "monai_unetpp.bundle.TrainingStateCheckpoint")),
+    ("train", "overwrite", ("train::handlers", "monai_unetpp.bundle.CheckpointGuard")),
+    ("train", "demo_data", "datalists"),
+    ("inference", "demo_data", "datalists"),
+    ("train", "progress_bar", ("train::handlers", "monai_unetpp.bundle.ProgressBar")),
+    ("train", "amp", "train::trainer::amp"),
+    ("evaluate", "save_montages", ("validate::handlers", "monai_unetpp.visualize.MontageHandler")),
+    ("inference", "save_montages", ("handlers", "monai_unetpp.visualize.MontageHandler")),
+    ("inference", "progress_bar", ("handlers", "monai_unetpp.bundle.ProgressBar")),
+]
+"""Where each config reads a boolean id: (run, id, the item that reads it)."""
+
+
 @pytest.mark.parametrize(
-    "run, flag, item",
+    "bundle, run, flag, item",
     [
-        ("train", "resume", ("train::handlers", "monai_unetpp.bundle.TrainingStateCheckpoint")),
-        ("train", "overwrite", ("train::handlers", "monai_unetpp.bundle.CheckpointGuard")),
-        ("train", "demo_data", "datalists"),
-        ("inference", "demo_data", "datalists"),
-        ("train", "progress_bar", ("train::handlers", "monai_unetpp.bundle.ProgressBar")),
-        ("train", "amp", "train::trainer::amp"),
-        ("evaluate", "save_montages", ("validate::handlers", "monai_unetpp.visualize.MontageHandler")),
-        ("inference", "save_montages", ("handlers", "monai_unetpp.visualize.MontageHandler")),
-        ("inference", "progress_bar", ("handlers", "monai_unetpp.bundle.ProgressBar")),
+        pytest.param(b, run, flag, item, id=f"{b.name}-{run}-{flag}")
+        for b in ALL_BUNDLES
+        for run, flag, item in FLAG_CASES
+        if flag in load(b, RUNS[run][-1])  # the brain bundle writes its own data: it has no demo_data
     ],
 )
 def test_a_flag_that_is_not_a_boolean_stops_with_its_name(bundle, run, flag, item, tmp_path):
-    if flag not in load(bundle, RUNS[run][-1]):
-        pytest.skip(f"{bundle.name} has no {flag} id")  # the brain bundle writes its own data: no demo_data
     parser = parser_for(bundle, run, tmp_path, **{flag: "maybe"})
     with pytest.raises(Exception) as raised:
         parser.get_parsed_content(item if isinstance(item, str) else item_id(parser, *item))
