@@ -21,7 +21,16 @@ import SimpleITK as sitk
 from .demo import DEMO_NAME_PREFIX
 from .readers import CorruptImageError, check_image_data, read_dicom_series, sitk_affine
 
-__all__ = ["DatasetError", "check_dataset", "demo_settings_hint", "image_info", "ImageInfo", "UNLABELLED_SPLITS"]
+__all__ = [
+    "DatasetError",
+    "ImageInfo",
+    "UNLABELLED_SPLITS",
+    "as_paths",
+    "check_dataset",
+    "demo_settings_hint",
+    "image_info",
+    "read_label_array",
+]
 
 UNLABELLED_SPLITS: tuple[str, ...] = ("test", "testing")
 """Split names whose cases may come without a label."""
@@ -79,7 +88,8 @@ def _sitk_info(image: sitk.Image | sitk.ImageFileReader) -> ImageInfo:
     return ImageInfo(size[:rank], channels, sitk_affine(image))
 
 
-def _read_label_array(path: Path) -> np.ndarray:
+def read_label_array(path: Path) -> np.ndarray:
+    """The voxels of a label file (NIfTI with nibabel, a DICOM series folder, any other SimpleITK format)."""
     if path.is_dir():
         return sitk.GetArrayFromImage(read_dicom_series(path))
     if path.name.lower().endswith(_NIFTI_SUFFIXES):
@@ -87,7 +97,8 @@ def _read_label_array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(os.fspath(path)))
 
 
-def _as_paths(value: Any) -> list[Path]:
+def as_paths(value: Any) -> list[Path]:
+    """A case entry (one path or a list of them) as a list of Paths."""
     return [Path(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
 
 
@@ -115,7 +126,7 @@ def _check_case(
         label_value = None
 
     image_infos: list[tuple[Path, ImageInfo]] = []
-    for path in _as_paths(name):
+    for path in as_paths(name):
         if not path.exists():
             problems.append(f"{path}: image file not found; fix the path in the datalist or add the file.")
             continue
@@ -140,12 +151,12 @@ def _check_case(
                 f"{other}: channel file does not match {first} in shape or affine; resample the channels "
                 "of a case onto one grid."
             )
-    if in_channels is not None and image_infos and len(image_infos) == len(_as_paths(name)):
+    if in_channels is not None and image_infos and len(image_infos) == len(as_paths(name)):
         problems.extend(_channel_problems(image_infos, in_channels))
 
     if label_value is None:
         return problems
-    label_paths = _as_paths(label_value)
+    label_paths = as_paths(label_value)
     if len(label_paths) != 1:
         return [
             *problems,
@@ -161,7 +172,7 @@ def _check_case(
     if (problem := _data_problem(label_path)) is not None:
         return [*problems, problem]
     try:
-        values = _read_label_array(label_path)
+        values = read_label_array(label_path)
     except Exception as error:
         return [*problems, f"{label_path}: unreadable label ({type(error).__name__}: {error}); replace the file."]
     if len(label_info.spatial_shape) != spatial_dims or label_info.channels != 1:

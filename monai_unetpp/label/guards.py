@@ -29,16 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 from monai.config import KeysCollection
 from monai.data import CacheDataset
 from monai.transforms import LoadImaged
 
 from ..data import SimpleITKReader
-from ..data.checks import image_info
-from ..data.readers import CorruptImageError, check_image_data, read_dicom_series
+from ..data.checks import as_paths, image_info, read_label_array
+from ..data.readers import CorruptImageError, check_image_data
 
 try:  # MONAI Label's server (FastAPI) answers a starlette HTTPException with its status code and detail
     from starlette.exceptions import HTTPException as _HTTPException
@@ -64,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 _BASES: tuple[type, ...] = (ValueError,) if _HTTPException is None else (_HTTPException, ValueError)
 _IMAGE_SUFFIXES = (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".tif")
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # tempfile.NamedTemporaryFile names: where MONAI Label's /infer keeps an uploaded image (``file=``) for the request
 _UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.[A-Za-z0-9]+)*")
 _SHOWN_VALUES = 10
@@ -283,18 +280,6 @@ class LoadDatastoreImaged(LoadImaged):
 # training pairs
 
 
-def _paths(value: Any) -> list[Path]:
-    return [Path(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
-
-
-def _read_label(path: Path) -> np.ndarray:
-    if path.is_dir():
-        return sitk.GetArrayFromImage(read_dicom_series(path))
-    if path.name.lower().endswith(_NIFTI_SUFFIXES):
-        return np.asanyarray(nib.load(path).dataobj)
-    return sitk.GetArrayFromImage(sitk.ReadImage(os.fspath(path)))
-
-
 def _shown(values: np.ndarray) -> str:
     return ", ".join(str(v) for v in values[:_SHOWN_VALUES].tolist()) + (", ..." if len(values) > _SHOWN_VALUES else "")
 
@@ -323,8 +308,8 @@ def check_pair(
         return f"datalist entry {item!r} has no 'image'", None
     image, label = item["image"], item.get("label")
     if not label:
-        return f"{_paths(image)[0]} has no label", None
-    image_paths, label_paths = _paths(image), _paths(label)
+        return f"{as_paths(image)[0]} has no label", None
+    image_paths, label_paths = as_paths(image), as_paths(label)
     if len(label_paths) != 1:
         return f"label must be one file, got {label!r}", None
     label_path = label_paths[0]
@@ -336,7 +321,7 @@ def check_pair(
                 return f"{what} file {path} not found", None
             check_image_data(path)
         image_grid, label_grid = image_info(image_paths[0]), image_info(label_path)
-        labels = _read_label(label_path)
+        labels = read_label_array(label_path)
     except ImageOutsideDatastoreError as error:
         return str(error), None
     except CorruptImageError as error:
@@ -434,7 +419,7 @@ def check_training_pairs(
     kept: list[dict] = []
     problems: list[str] = []
     for item, (problem, note) in zip(items, results, strict=True):
-        name = image_id(_paths(item.get("image", "?"))[0]) if isinstance(item, Mapping) else repr(item)
+        name = image_id(as_paths(item.get("image", "?"))[0]) if isinstance(item, Mapping) else repr(item)
         key = (repr(sorted(item.items())) if isinstance(item, Mapping) else repr(item), problem or note or "")
         if problem is not None:
             problems.append(f"{name}: {problem}")
