@@ -245,6 +245,10 @@ class Bundle:
     )
     validate_num_workers: int | str = "@num_workers"
 
+    #: transforms of inference.json's postprocessing on the class-index map, after the argmax in the image's own
+    #: space and before it is cast and saved (e.g. a mask that the bundle's data call for)
+    inference_postprocessing: list = field(default_factory=list)
+
     #: ids that evaluate.json sets besides the template's (e.g. the list it evaluates)
     evaluate_ids: dict[str, Any] = field(default_factory=dict)
 
@@ -632,6 +636,7 @@ def inference(b: Bundle) -> dict[str, Any]:
                     "to_tensor": True,
                 },
                 {"_target_": "monai.transforms.AsDiscreted", "keys": "pred", "argmax": True},
+                *b.inference_postprocessing,
                 {
                     "_target_": "monai.transforms.CastToTyped",
                     "_desc_": "class indices as uint8, the dtype viewers expect: MONAI Label drops SaveImaged and "
