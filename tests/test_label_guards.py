@@ -7,6 +7,7 @@ own client flow; these tests cover the cases a server test would spend minutes o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -124,8 +125,18 @@ def test_the_datastore_folders_and_what_lies_in_them(studies, tmp_path, monkeypa
     monkeypatch.delenv("MONAI_LABEL_STUDIES")
     assert datastore_folders() is None
     check_datastore_path("/etc/hostname")
-    # a remote datastore's images come from its local cache
-    monkeypatch.setenv("MONAI_LABEL_STUDIES", "http://127.0.0.1:8042/dicom-web")
+    # a DICOMweb datastore's images come from its cache folder for that URL (tests/test_label_pacs.py serves one)
+    url = "http://127.0.0.1:8042/dicom-web"
+    monkeypatch.setenv("MONAI_LABEL_STUDIES", url)
+    monkeypatch.setenv("MONAI_LABEL_DICOMWEB_CACHE_PATH", str(tmp_path / "dicom"))
+    series = tmp_path / "dicom" / hashlib.md5(url.encode()).hexdigest() / "1.2.3.nii.gz"
+    assert datastore_folders() == [(tmp_path / "sessions").resolve(), series.parent.resolve()]
+    check_datastore_path(series)
+    for path in (studies / "img0.nii.gz", tmp_path / "dicom" / "other" / "1.2.3.nii.gz"):
+        with pytest.raises(ImageOutsideDatastoreError):
+            check_datastore_path(path)
+    # XNAT and DSA keep theirs in MONAI Label's datastore cache
+    monkeypatch.setenv("MONAI_LABEL_DATASTORE", "xnat")
     monkeypatch.setenv("MONAI_LABEL_DATASTORE_CACHE_PATH", str(tmp_path / "cache"))
     assert (tmp_path / "cache").resolve() in datastore_folders()
     assert studies.resolve() not in datastore_folders()

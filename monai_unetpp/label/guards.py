@@ -19,6 +19,7 @@ on whatever the datastore holds. This module, which does not need MONAI Label, c
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -145,18 +146,27 @@ def datastore_folders() -> list[Path] | None:
     """The folders from which a running MONAI Label server hands images to its tasks, or None outside a server.
 
     A local studies folder (``--studies /data/images``) and MONAI Label's session folder (images uploaded to a
-    session); for a remote datastore (DICOMweb, XNAT, DSA: ``--studies http...``) its local cache instead of the
-    studies folder (``MONAI_LABEL_DATASTORE_CACHE_PATH``, ``MONAI_LABEL_DICOMWEB_CACHE_PATH``, else
-    ``~/.cache/monailabel``). None when no server runs (no ``MONAI_LABEL_STUDIES``): a bundle run on its own reads
-    what its datalist names.
+    session); for a remote datastore (``--studies http...``) its local cache instead of the studies folder. A
+    DICOMweb datastore (MONAI Label 0.8.5, ``monailabel/datastore/dicom.py``) downloads each series into
+    ``<cache>/<md5 of the DICOMweb URL>/<SeriesInstanceUID>/`` and converts it to ``<SeriesInstanceUID>.nii.gz``
+    beside it, with ``<cache>`` ``MONAI_LABEL_DICOMWEB_CACHE_PATH`` or ``~/.cache/monailabel/dicom``; only that
+    folder is allowed. (The first request for a series gets the conversion's temporary file, which
+    :func:`check_datastore_path` allows as it allows uploads.) For XNAT and DSA,
+    ``MONAI_LABEL_DATASTORE_CACHE_PATH`` and ``~/.cache/monailabel``. None when no server runs (no
+    ``MONAI_LABEL_STUDIES``): a bundle run on its own reads what its datalist names.
     """
     studies = _setting("MONAI_LABEL_STUDIES")
     if not studies:
         return None
     cache = Path.home() / ".cache" / "monailabel"
     folders = [_setting("MONAI_LABEL_SESSION_PATH") or str(cache / "sessions")]
-    if studies.startswith(("http://", "https://")):
-        folders += [str(cache), *(_setting(f"MONAI_LABEL_{kind}_CACHE_PATH") for kind in ("DATASTORE", "DICOMWEB"))]
+    remote = studies.startswith(("http://", "https://"))
+    if remote and _setting("MONAI_LABEL_DATASTORE").lower() not in ("xnat", "dsa"):  # as MONAILabelApp chooses
+        # the DICOMweb client's base URL is the --studies URL as given (dicomweb_client keeps it unchanged)
+        digest = hashlib.md5(studies.encode("utf-8"), usedforsecurity=False).hexdigest()
+        folders.append(os.path.join(_setting("MONAI_LABEL_DICOMWEB_CACHE_PATH") or str(cache / "dicom"), digest))
+    elif remote:
+        folders += [str(cache), _setting("MONAI_LABEL_DATASTORE_CACHE_PATH")]
     else:
         folders.insert(0, studies)
     return [Path(os.path.realpath(f)) for f in folders if f]
