@@ -1,0 +1,98 @@
+# Copyright (c) monai-unetpp contributors
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""The training and inference runs of a generated algorithm folder: what its ``scripts/train.py`` and
+``scripts/infer.py`` call."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigWorkflow
+
+from .algo import inference_configs, training_configs
+from .generate import update_fragment
+from .params import bundle_ids
+
+__all__ = ["run_inference", "run_training"]
+
+TRAINING_LOG = "train.log"
+"""The training's log, in the bundle's ``log_dir`` (``runs/``)."""
+
+
+# flags of one run, not settings of the trained model
+_RUN_FLAGS = ("resume", "overwrite", "bundle_root")
+
+
+def _distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _workflow(algo_dir: Path, files: Sequence[str], workflow_type: str, override: dict[str, Any]) -> ConfigWorkflow:
+    ids = bundle_ids(override)
+    ids.setdefault("bundle_root", str(algo_dir))
+    configs = algo_dir / "configs"
+    return ConfigWorkflow(
+        config_file=list(files),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type=workflow_type,
+        **ids,
+    )
+
+
+def run_training(algo_dir: str | os.PathLike, config_file: str | Sequence[str] | None = None, **override: Any) -> None:
+    """Train a fold: the bundle's training workflow on :func:`training_configs` (with the multi-GPU config under
+    ``torchrun``), the log also written to ``runs/train.log``.
+
+    The training parameters are first written into the fold's ``configs/hyper_parameters.yaml`` (all but
+    ``resume`` and ``overwrite``), so that inference, evaluation and a later resume build the network and the
+    preprocessing that were trained (e.g. after ``features`` or ``patch_size`` were set for training).
+
+    Args:
+        algo_dir: the algorithm folder.
+        config_file: the config files; None for :func:`training_configs`. A comma-separated string is split.
+        override: Auto3DSeg's training parameters or config ids (:func:`monai_unetpp.auto3dseg.bundle_ids`).
+    """
+    root = Path(algo_dir).absolute()
+    if isinstance(config_file, str):
+        config_file = config_file.split(",")
+    files = config_file or training_configs(root, multi_gpu=_distributed())
+    if int(os.environ.get("RANK", "0")) == 0:
+        kept = {k: v for k, v in bundle_ids(override).items() if k not in _RUN_FLAGS}
+        if kept:
+            update_fragment(root, kept)
+    workflow = _workflow(root, files, "train", override)
+    log_path = Path(workflow.parser.get_parsed_content("log_dir")) / TRAINING_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def run_inference(algo_dir: str | os.PathLike, config_file: str | Sequence[str] | None = None, **override: Any) -> None:
+    """Segment the fold's test list (or ``dataset::data``) with the bundle's inference workflow on
+    :func:`inference_configs`; the label maps go to ``eval/``.
+
+    Args:
+        algo_dir: the algorithm folder.
+        config_file: the config files; None for :func:`inference_configs`. A comma-separated string is split.
+        override: config ids or Auto3DSeg names.
+    """
+    root = Path(algo_dir).absolute()
+    if isinstance(config_file, str):
+        config_file = config_file.split(",")
+    workflow = _workflow(root, config_file or inference_configs(root), "infer", override)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
