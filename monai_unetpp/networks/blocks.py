@@ -9,10 +9,13 @@ convolutions, a faster instance norm) compute the same and can be switched off, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 from monai.networks.blocks import ADN
 from monai.networks.layers.factories import Conv
+from monai.utils import ensure_tuple_rep
 
 from .fast_paths import InstanceNorm, conv_nd, enabled_for, switch
 
@@ -31,7 +34,7 @@ class ConvNormAct(nn.Module):
         spatial_dims: number of spatial dimensions.
         in_channels: total input width (the sum of the parts' widths).
         out_channels: output width.
-        kernel_size: odd kernel size.
+        kernel_size: odd kernel size, or one per spatial axis (e.g. ``(3, 3, 1)``).
         act: activation type and arguments, or None.
         norm: normalisation type and arguments, or None.
         dropout: dropout ratio or MONAI dropout spec, or None.
@@ -43,20 +46,21 @@ class ConvNormAct(nn.Module):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
+        kernel_size: int | Sequence[int],
         act: str | tuple | None,
         norm: str | tuple | None,
         dropout: float | tuple | None,
         bias: bool,
     ) -> None:
         super().__init__()
+        kernel = ensure_tuple_rep(kernel_size, spatial_dims)
+        self.padding = [k // 2 for k in kernel]
         self.conv = Conv["conv", spatial_dims](
-            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias
+            in_channels, out_channels, kernel, padding=tuple(self.padding), bias=bias
         )
         self.adn = ADN("NDA", out_channels, act=act, norm=norm, norm_dim=spatial_dims, dropout=dropout, dropout_dim=1)
         if hasattr(self.adn, "N"):
             self.adn.N = InstanceNorm.replacing(self.adn.N)
-        self.padding = [kernel_size // 2] * spatial_dims
         self.concat_free = switch("concat_free_conv")
         self.onednn_batch1 = switch("onednn_batch1_conv3d")
 
@@ -80,15 +84,15 @@ class ConvNormAct(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """The paper's H(.) for every node: two :class:`ConvNormAct`, ``conv_0`` reading the node's inputs, then
-    ``conv_1``."""
+    """The paper's H(.) for every node: two :class:`ConvNormAct` of the same ``kernel_size``, ``conv_0`` reading the
+    node's inputs, then ``conv_1``."""
 
     def __init__(
         self,
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
+        kernel_size: int | Sequence[int],
         act: str | tuple | None,
         norm: str | tuple | None,
         dropout: float | tuple | None,

@@ -8,7 +8,7 @@ switch                         what it does instead of the plain layer          
 =============================  ==========================================================================  ====
 ``concat_free_conv``           a decoder node's convolution of ``[X^{i,0}, ..., Up(...)]`` as the sum of    on
                                the parts' convolutions with slices of the one weight: no concatenation
-``folded_upsampling``          ``conv(deconv(below))`` as one stride-2 transposed convolution of ``below``  on
+``folded_upsampling``          ``conv(deconv(below))`` as one strided transposed convolution of ``below``   on
                                (:func:`upsampled_conv`), where that needs fewer multiply-adds
 ``onednn_batch1_conv3d``       a batch-1 3D float32 convolution that PyTorch would run on its im2col       on
                                kernel as an equal 2-group convolution, which runs on oneDNN
@@ -30,6 +30,7 @@ TorchScript, ``torch.compile`` and exported graphs see plain booleans::
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -189,7 +190,7 @@ def conv_nd(
 
 
 # --------------------------------------------------------------------------------------------- folded_upsampling
-def _conv_transpose(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: list[int]) -> torch.Tensor:
+def _conv_transpose(x: torch.Tensor, weight: torch.Tensor, stride: list[int], padding: list[int]) -> torch.Tensor:
     if x.dim() == 5:
         return F.conv_transpose3d(x, weight, stride=stride, padding=padding)
     if x.dim() == 4:
@@ -197,16 +198,33 @@ def _conv_transpose(x: torch.Tensor, weight: torch.Tensor, stride: int, padding:
     return F.conv_transpose1d(x, weight, stride=stride, padding=padding)
 
 
-def folding_pays(below: torch.Tensor, up_channels: int, out_channels: int, kernel_size: int) -> bool:
+def folding_pays(below: torch.Tensor, up_channels: int, out_channels: int, kernel_size: list[int]) -> bool:
     """Whether :func:`upsampled_conv` needs fewer multiply-adds than a deconvolution of ``below`` to
-    ``up_channels`` followed by a ``kernel_size`` convolution to ``out_channels``: it saves them per output voxel
-    but pays once per call for its kernel, which dominates for small inputs of wide deep levels."""
-    dims = below.dim() - 2
+    ``up_channels`` (kernel 2 and stride 2 on every axis) followed by a convolution of ``kernel_size`` (one per
+    axis) to ``out_channels``; :meth:`UpsamplingFold.applies` counts other factors. Folding saves multiply-adds
+    per output voxel but pays once per call for its kernel, which dominates for small inputs of wide deep
+    levels."""
+    return _folding_pays(below, up_channels, out_channels, kernel_size, [2] * (below.dim() - 2))
+
+
+def _folding_pays(
+    below: torch.Tensor, up_channels: int, out_channels: int, kernel_size: list[int], scale: list[int]
+) -> bool:
     below_channels = below.shape[1]
-    fine_voxels = below.numel() // below_channels * 2**dims  # over the batch
-    folded = fine_voxels * below_channels * out_channels * ((kernel_size + 1) // 2) ** dims
-    folded += below_channels * up_channels * out_channels * (2 * kernel_size) ** dims  # the folded kernel
-    plain = fine_voxels * up_channels * (out_channels * kernel_size**dims + below_channels)
+    coarse_voxels = below.numel() // below_channels  # over the batch
+    fine_voxels = coarse_voxels
+    folded_taps = 1  # of the folded kernel: s + k - 1 per axis, each output voxel meets (s + k - 1) / s of them
+    plain_taps = 1
+    folding_cost = 1  # of the folded kernel itself: each deconvolution tap meets each convolution tap
+    for d in range(len(scale)):  # (TorchScript's zip takes no strict=)
+        s, k = scale[d], kernel_size[d]
+        fine_voxels *= s
+        folded_taps *= s + k - 1
+        plain_taps *= k
+        folding_cost *= s * k
+    folded = coarse_voxels * below_channels * out_channels * folded_taps
+    folded += below_channels * up_channels * out_channels * folding_cost
+    plain = fine_voxels * up_channels * (out_channels * plain_taps + below_channels)
     return folded < plain
 
 
@@ -218,20 +236,23 @@ def upsampled_conv(
     padding: list[int],
 ) -> torch.Tensor:
     """``conv(deconv(below), weight)`` without the upsampled tensor, where ``deconv`` is a transposed
-    convolution with kernel 2 and stride 2 (``up_weight``, ``up_bias``), as MONAI's ``UpSample(mode="deconv")``.
+    convolution whose kernel equals its stride (``up_weight``, ``up_bias``), as MONAI's ``UpSample(mode="deconv")``:
+    2 on every axis by default, or any factor per axis (the strides of an anisotropic network).
 
-    Along each axis a k-tap convolution of a 2x deconvolution is a (k+1)-tap transposed convolution of the coarse
-    tensor with stride 2, whose kernel is the full convolution of the two kernels (the deconvolution's channels
-    summed out). Per output voxel, in 3D with k = 3, that is 8 multiply-adds per pair of channels (below, out)
-    instead of 27 per pair (up, out) plus the deconvolution's 1 per pair (below, up), and neither the upsampled
-    tensor nor its copy for backward exists. The deconvolution's bias is constant inside the volume, so its
-    convolution is the convolution of a field of ones, which keeps the zero padding at the borders exact.
+    Along an axis with factor s, a k-tap convolution of the deconvolution is a (s + k - 1)-tap transposed
+    convolution of the coarse tensor with stride s, whose kernel is the full convolution of the two kernels (the
+    deconvolution's channels summed out). Per output voxel, in 3D with s = 2 and k = 3, that is 8 multiply-adds per
+    pair of channels (below, out) instead of 27 per pair (up, out) plus the deconvolution's 1 per pair (below, up),
+    and neither the upsampled tensor nor its copy for backward exists. The deconvolution's bias is constant inside
+    the volume, so its convolution is the convolution of a field of ones, which keeps the zero padding at the
+    borders exact. ``padding`` is the convolution's, ``k // 2`` per axis.
     """
     spatial = list(range(2, weight.dim()))
+    stride = [int(s) for s in up_weight.shape[2:]]
     # the full convolution of the two kernels, as a transposed convolution of the deconvolution's weight
     # (in: below, channels: up) with the flipped weight in a transposed convolution's (up, out, *k) layout
-    kernel = _conv_transpose(up_weight, weight.transpose(0, 1).flip(spatial), 1, [0] * len(spatial))
-    y = _conv_transpose(below, kernel, 2, padding)
+    kernel = _conv_transpose(up_weight, weight.transpose(0, 1).flip(spatial), [1] * len(spatial), [0] * len(spatial))
+    y = _conv_transpose(below, kernel, stride, padding)
     if up_bias is not None:
         shape = [1, -1] + [1] * len(spatial)
         bias_kernel = (weight * up_bias.view(shape)).sum(dim=1)  # (out, *k)
@@ -257,25 +278,27 @@ class UpsamplingFold(nn.Module):
 
     Args:
         channels: the width of the upsampled tensor and of the node's convolution.
-        kernel_size: the node's convolution kernel size.
+        kernel_size: the node's convolution kernel size, one per spatial axis.
+        scale: the deconvolution's factor (its kernel and stride), one per spatial axis.
     """
 
-    def __init__(self, channels: int, kernel_size: int) -> None:
+    def __init__(self, channels: int, kernel_size: Sequence[int], scale: Sequence[int]) -> None:
         super().__init__()
         self.channels = channels
-        self.kernel_size = kernel_size
-        self.padding = [kernel_size // 2] * 3
+        self.kernel_size = [int(k) for k in kernel_size]
+        self.scale = [int(s) for s in scale]
+        self.padding = [k // 2 for k in self.kernel_size]
         self.flags = switch("folded_upsampling")
 
     def applies(self, below: torch.Tensor, skip: torch.Tensor) -> bool:
-        """Whether to fold for these inputs: the switch is on for their device, the skip is exactly twice the size
-        of ``below`` (no crop) and folding needs fewer multiply-adds."""
+        """Whether to fold for these inputs: the switch is on for their device, the skip is exactly ``scale``
+        times the size of ``below`` on every axis (no crop) and folding needs fewer multiply-adds."""
         if not enabled_for(below, self.flags) or not may_specialize_on_shapes():
             return False
         for d in range(2, below.dim()):
-            if skip.shape[d] != 2 * below.shape[d]:
+            if skip.shape[d] != self.scale[d - 2] * below.shape[d]:
                 return False
-        return folding_pays(below, self.channels, self.channels, self.kernel_size)
+        return _folding_pays(below, self.channels, self.channels, self.kernel_size, self.scale)
 
     def conv(
         self, below: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor | None, weight: torch.Tensor
@@ -283,7 +306,7 @@ class UpsamplingFold(nn.Module):
         """The convolution with ``weight`` of ``below`` upsampled by the deconvolution ``up_weight``, ``up_bias``.
 
         A method, not ``forward``: module hooks (``FlopCounterMode``'s, for one) would see the weights as inputs."""
-        return upsampled_conv(below, up_weight, up_bias, weight, self.padding[: below.dim() - 2])
+        return upsampled_conv(below, up_weight, up_bias, weight, self.padding)
 
 
 # ------------------------------------------------------------------------------------------ group_norm_instance_norm

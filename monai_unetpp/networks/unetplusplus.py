@@ -97,6 +97,60 @@ def _whole_number(name: str, value: Any) -> int:
     return int(value)
 
 
+def _axis_values(name: str, value: Any, spatial_dims: int, fix: str) -> tuple[int, ...]:
+    """``value`` (an int, or one int per spatial axis) as one positive whole number per axis."""
+    values = (value,) * spatial_dims if not isinstance(value, Sequence) or isinstance(value, str) else tuple(value)
+    if len(values) != spatial_dims or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(
+            f"{name} must be a positive whole number or {spatial_dims} of them (one per spatial axis), "
+            f"got {value!r}; {fix}"
+        )
+    return values
+
+
+def _level_strides(strides: Sequence[Any] | None, spatial_dims: int, depth: int) -> tuple[tuple[int, ...], ...]:
+    """Per downsampling, its factor per axis: ``strides`` checked, or 2 on every axis where it is None."""
+    if strides is None:
+        return ((2,) * spatial_dims,) * depth
+    if not isinstance(strides, Sequence) or isinstance(strides, str) or len(strides) != depth:
+        example = [(2,) * (spatial_dims - 1) + (1,)] + [2] * (depth - 1)
+        raise ValueError(
+            f"strides must have one entry per downsampling, len(features) - 1 = {depth} of them (DynUNet's strides "
+            f"without its leading 1), each an int or one int per axis, e.g. strides={example}; got {strides!r}."
+        )
+    fix = f"pass 2, or one factor per axis such as {(2,) * (spatial_dims - 1) + (1,)}."
+    return tuple(_axis_values(f"strides[{i}]", level, spatial_dims, fix) for i, level in enumerate(strides))
+
+
+def _level_kernel_sizes(kernel_size: Any, spatial_dims: int, levels: int) -> tuple[tuple[int, ...], ...]:
+    """Per level, the convolutions' kernel size per axis: ``kernel_size`` checked (odd sizes only)."""
+    per_level = isinstance(kernel_size, Sequence) and not isinstance(kernel_size, str)
+    if per_level and len(kernel_size) != levels:
+        raise ValueError(
+            f"kernel_size must be one odd size for every level or one entry per level, len(features) = {levels} of "
+            f"them, got {len(kernel_size)}: {kernel_size!r}. For one per-axis kernel on every level repeat it, "
+            f"e.g. kernel_size=[{tuple(kernel_size)!r}] * {levels}."
+        )
+    flat = per_level and all(isinstance(k, int) for k in kernel_size)
+    if flat and levels == spatial_dims and len(set(kernel_size)) > 1:
+        # (3, 3, 1) for a 3-level 3D network: one size per level (DynUNet's reading) or one per axis?
+        per_level_example = [(kernel_size[0],) * spatial_dims, *kernel_size[1:]]
+        raise ValueError(
+            f"kernel_size={kernel_size!r} is ambiguous for {levels} levels in {spatial_dims}D: write one per-axis "
+            f"kernel for every level as kernel_size=[{tuple(kernel_size)!r}] * {levels}, or one size per level with "
+            f"a tuple entry, e.g. kernel_size={per_level_example}."
+        )
+    fix = f"pass an odd size such as 3, or one per axis such as {(3,) * (spatial_dims - 1) + (1,)}."
+    sizes = []
+    for i, k in enumerate(kernel_size if per_level else [kernel_size] * levels):
+        name = f"kernel_size[{i}]" if per_level else "kernel_size"
+        size = _axis_values(name, k, spatial_dims, fix)
+        if any(v % 2 == 0 for v in size):
+            raise ValueError(f"{name} must be a positive odd number (or one per axis), got {k!r}; {fix}")
+        sizes.append(size)
+    return tuple(sizes)
+
+
 def _crop_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """``x`` cut to the spatial shape of ``reference`` (an upsampled odd-sized level is one voxel larger)."""
     for d in range(2, x.dim()):
@@ -106,17 +160,25 @@ def _crop_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 class EncoderNode(nn.Module):
-    """X^{i,0}: max-pooling (except at level 0) followed by the block H.
+    """X^{i,0}: max-pooling by the level's strides (except at level 0) followed by the block H.
 
-    Pooling uses ``ceil_mode`` so that a side that is not divisible by two keeps its last voxels; the decoder crops
-    the upsampled tensors back to the skip's size.
+    Pooling uses a kernel equal to its stride and ``ceil_mode``, so that a side that the stride does not divide
+    keeps its last voxels; the decoder crops the upsampled tensors back to the skip's size. A stride of 1 leaves
+    its axis as it is.
     """
 
     def __init__(
-        self, spatial_dims: int, in_channels: int, out_channels: int, pool: bool, checkpointing: bool, **block_args
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        stride: Sequence[int] | None,
+        checkpointing: bool,
+        **block_args,
     ) -> None:
         super().__init__()
-        self.pool = Pool["max", spatial_dims](kernel_size=2, ceil_mode=True) if pool else nn.Identity()
+        pool = stride is not None
+        self.pool = Pool["max", spatial_dims](kernel_size=tuple(stride), ceil_mode=True) if pool else nn.Identity()
         self.block = ConvBlock(spatial_dims, in_channels, out_channels, **block_args)
         self.checkpointing = checkpointing
 
@@ -134,7 +196,8 @@ class EncoderNode(nn.Module):
 
 
 class NestedNode(nn.Module):
-    """X^{i,j}, j > 0: ``H([X^{i,0}, ..., X^{i,j-1}, Up(X^{i+1,j-1})])``.
+    """X^{i,j}, j > 0: ``H([X^{i,0}, ..., X^{i,j-1}, Up(X^{i+1,j-1})])``, where ``Up`` undoes the pooling of level
+    ``i + 1`` (its strides, per axis).
 
     With deconvolution upsampling and the ``folded_upsampling`` fast path
     (:py:class:`monai_unetpp.networks.fast_paths.UpsamplingFold`), the block's first convolution reads X^{i+1,j-1}
@@ -145,6 +208,7 @@ class NestedNode(nn.Module):
         below_channels: width of the node below, X^{i+1,j-1}.
         channels: width of this level, used for every node X^{i,*} and for the upsampled tensor.
         column: j, the number of same-level nodes that are concatenated.
+        scale: the upsampling factor per axis: the strides of the level below.
         upsample: upsampling mode of ``monai.networks.blocks.UpSample``.
         checkpointing: recompute the node in backward instead of keeping its activations.
         align_corners: of the linear interpolation, with ``upsample="nontrainable"``.
@@ -157,6 +221,7 @@ class NestedNode(nn.Module):
         below_channels: int,
         channels: int,
         column: int,
+        scale: Sequence[int],
         upsample: str,
         checkpointing: bool,
         align_corners: bool = False,
@@ -167,7 +232,7 @@ class NestedNode(nn.Module):
             spatial_dims,
             below_channels,
             channels,
-            scale_factor=2,
+            scale_factor=tuple(scale),
             mode=upsample,
             interp_mode="linear",
             align_corners=align_corners,
@@ -175,7 +240,7 @@ class NestedNode(nn.Module):
         )
         self.block = ConvBlock(spatial_dims, channels * (column + 1), channels, **block_args)
         foldable = upsample == "deconv" and any(switch("folded_upsampling"))
-        self.fold = UpsamplingFold(channels, block_args["kernel_size"]) if foldable else None
+        self.fold = UpsamplingFold(channels, block_args["kernel_size"], scale) if foldable else None
         self.up_channels = (channels * column, channels)  # where the upsampled part sits among conv_0's inputs
         self.checkpointing = checkpointing
 
@@ -201,9 +266,17 @@ class NestedNode(nn.Module):
 class UNetPlusPlus(nn.Module):
     """UNet++ with any depth, deep supervision, "final"/"mean" inference and real pruning, in 1D, 2D and 3D.
 
-    Node X^{i,j} sits at level ``i`` (resolution 1/2^i) and column ``j``. X^{i,0} is the encoder; for ``j > 0``
-    ``X^{i,j} = H([X^{i,0}, ..., X^{i,j-1}, Up(X^{i+1,j-1})])`` where ``H`` is two convolutions and ``Up`` a 2x
-    upsampling to the level's width. The depth (number of downsamplings) is ``len(features) - 1``.
+    Node X^{i,j} sits at level ``i`` (resolution 1/2^i, or the product of the first ``i`` ``strides`` per axis) and
+    column ``j``. X^{i,0} is the encoder; for ``j > 0`` ``X^{i,j} = H([X^{i,0}, ..., X^{i,j-1}, Up(X^{i+1,j-1})])``
+    where ``H`` is two convolutions and ``Up`` an upsampling by the strides of level ``i + 1`` (2x by default) to
+    the level's width. The depth (number of downsamplings) is ``len(features) - 1``.
+
+    Anisotropic data (e.g. CT or MR of 0.8 x 0.8 x 5 mm) takes per-level, per-axis ``strides`` and ``kernel_size``
+    in the convention of MONAI's ``DynUNet`` and nnU-Net (Isensee et al., "nnU-Net: a self-configuring method for
+    deep learning-based biomedical image segmentation", Nature Methods 2021): pooling of kernel = stride, and the
+    matching upsampling, on each axis; a stride of 1 leaves the axis alone (no pooling), and a kernel size of 1
+    leaves it unconvolved at that level. The minimal side and the shape factor then differ per axis
+    (:py:meth:`shape_factor`).
 
     Zhou et al. "UNet++: A Nested U-Net Architecture for Medical Image Segmentation", DLMIA 2018,
     https://arxiv.org/abs/1807.10165; pruning as in "UNet++: Redesigning Skip Connections to Exploit Multiscale
@@ -239,11 +312,22 @@ class UNetPlusPlus(nn.Module):
             Defaults to ``"deconv"``.
         align_corners: ``align_corners`` of the linear interpolation of ``upsample="nontrainable"``. Defaults to
             False (MONAI's ``BasicUNetPlusPlus`` uses True).
-        kernel_size: odd kernel size of every node's convolutions. Defaults to 3.
+        kernel_size: odd kernel size of the nodes' convolutions: one int for every level and axis, or one entry per
+            level (``len(features)`` of them, level 0 first; every node X^{i,*} of level ``i`` uses entry ``i``),
+            each an odd int or one odd int per axis, e.g. ``[(3, 3, 1), (3, 3, 1), 3, 3, 3]``. Defaults to 3.
         inference_mode: ``"final"`` or ``"mean"``, used when no list is returned. Defaults to ``"final"``.
         inference_depth: pruning depth ``k`` in ``1..depth`` used in eval mode, or None for the full depth.
         checkpointing: recompute each node's convolutions in backward instead of keeping their activations
             (``torch.utils.checkpoint``): less training memory for about a third more compute. Defaults to False.
+        strides: the downsampling factors, one entry per downsampling (``len(features) - 1`` of them, level 1
+            first), each an int or one int per axis, e.g. ``[(2, 2, 1), (2, 2, 1), 2, 2]``: ``DynUNet``'s
+            ``strides`` without its leading stride-1 entry. Each level max-pools with kernel = stride (ceil mode) and
+            its decoder nodes upsample by the same factors (deconvolution kernel = stride; linear interpolation by
+            the factor). ``upsample="pixelshuffle"`` needs the same factor on every axis of a level (MONAI's
+            ``SubpixelUpsample`` shuffles by one factor). Defaults to None: 2 on every axis.
+
+    The per-axis settings are kept as ``strides`` (per downsampling, per axis) and ``kernel_sizes`` (per level,
+    per axis) attributes.
 
     Examples::
 
@@ -260,6 +344,20 @@ class UNetPlusPlus(nn.Module):
         >>> net = UNetPlusPlus(3, 1, 3, features=(8, 16, 32, 64), deep_supervision=True).eval()
         >>> y = net(torch.randn(1, 1, 40, 40, 40), depth=2)   # per call: only the nodes with i + j <= 2 run
         >>> small = net.pruned(2)                            # standalone copy with only the parameters it needs
+
+        # anisotropic CT of 0.8 x 0.8 x 5 mm (axes x, y, z): pool z only from the third level on, as nnU-Net would
+        # plan, and leave z unconvolved (3 x 3 x 1) until the voxels are nearly isotropic
+        >>> net = UNetPlusPlus(
+        ...     3, 1, 3,
+        ...     features=(32, 64, 128, 256, 320),
+        ...     strides=[(2, 2, 1), (2, 2, 1), (2, 2, 2), (2, 2, 2)],
+        ...     kernel_size=[(3, 3, 1), (3, 3, 1), 3, 3, 3],
+        ...     deep_supervision=True,
+        ... )
+        >>> net.shape_factor()                               # every side at least this; multiples waste nothing
+        [16, 16, 4]
+        >>> net.eval()(torch.randn(1, 1, 80, 80, 10)).shape  # any size of at least that: output = input shape
+        torch.Size([1, 3, 80, 80, 10])
     """
 
     def __init__(
@@ -275,10 +373,11 @@ class UNetPlusPlus(nn.Module):
         dropout: float | tuple | None = 0.0,
         upsample: str = "deconv",
         align_corners: bool = False,
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int | Sequence[int]] = 3,
         inference_mode: str = "final",
         inference_depth: int | None = None,
         checkpointing: bool = False,
+        strides: Sequence[int | Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (1, 2, 3):
@@ -307,30 +406,45 @@ class UNetPlusPlus(nn.Module):
                 UserWarning,
                 stacklevel=2,
             )
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}.")
         if upsample not in ("deconv", "nontrainable", "pixelshuffle"):
             raise ValueError(f"upsample must be 'deconv', 'nontrainable' or 'pixelshuffle', got {upsample!r}.")
+        depth = len(features) - 1
+        level_strides = _level_strides(strides, spatial_dims, depth)
+        kernel_sizes = _level_kernel_sizes(kernel_size, spatial_dims, depth + 1)
+        if upsample == "pixelshuffle":
+            for i, level in enumerate(level_strides):
+                if len(set(level)) > 1:
+                    raise ValueError(
+                        "upsample='pixelshuffle' shuffles by one factor on every axis (MONAI's SubpixelUpsample), "
+                        f"but strides[{i}] = {level} differs per axis; use upsample='deconv' or 'nontrainable' for "
+                        "anisotropic strides."
+                    )
 
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.features = features
-        self.depth = len(features) - 1
+        #: per downsampling (level 1..depth), its factor per axis
+        self.strides = level_strides
+        #: per level (0..depth), the kernel size per axis of its nodes' convolutions
+        self.kernel_sizes = kernel_sizes
+        self.depth = depth
         self.deep_supervision = deep_supervision
         # instance norm needs more than one voxel per channel, also at the deepest level
         self.instance_norm = norm is not None and str(split_args(norm)[0]).lower().startswith("instance")
+        self._set_shape_factor()
 
-        block_args = {
-            "kernel_size": kernel_size,
-            "act": act,
-            "norm": norm,
-            "dropout": dropout,
-            "bias": bias,
-            "checkpointing": checkpointing,
-        }  # checkpointing is the nodes' own argument; the rest go to each node's ConvBlock
+        layer_args = {"act": act, "norm": norm, "dropout": dropout, "bias": bias, "checkpointing": checkpointing}
+        # checkpointing is the nodes' own argument; the rest (and kernel_size) go to each node's ConvBlock
         self.encoder = nn.ModuleList(
-            EncoderNode(spatial_dims, in_channels if i == 0 else features[i - 1], features[i], i > 0, **block_args)
+            EncoderNode(
+                spatial_dims,
+                in_channels if i == 0 else features[i - 1],
+                features[i],
+                level_strides[i - 1] if i > 0 else None,
+                kernel_size=kernel_sizes[i],
+                **layer_args,
+            )
             for i in range(self.depth + 1)
         )
         # decoder[j - 1][i] is X^{i,j}: building column by column means every input of a node exists before it runs
@@ -339,7 +453,15 @@ class UNetPlusPlus(nn.Module):
         self.decoder = nn.ModuleList(
             nn.ModuleList(
                 NestedNode(
-                    spatial_dims, features[i + 1], features[i], j, upsample, align_corners=align_corners, **block_args
+                    spatial_dims,
+                    features[i + 1],
+                    features[i],
+                    j,
+                    level_strides[i],
+                    upsample,
+                    align_corners=align_corners,
+                    kernel_size=kernel_sizes[i],
+                    **layer_args,
                 )
                 for i in range(self.depth - j + 1)
             )
@@ -423,22 +545,33 @@ class UNetPlusPlus(nn.Module):
             self.inference_depth = self.check_inference_depth(_whole_number("inference_depth", inference_depth))
         return self
 
+    def _set_shape_factor(self) -> None:
+        # read by the scripted forward, which cannot multiply the strides' tuples out itself
+        factor = [1] * self.spatial_dims
+        for level in self.strides:
+            factor = [f * s for f, s in zip(factor, level, strict=True)]
+        self.factor = factor
+        isotropic = all(level == (2,) * self.spatial_dims for level in self.strides)
+        self.factor_text = f"{factor[0]} (2 ** depth)" if isotropic else f"{factor} (shape_factor(), per axis)"
+
     def shape_factor(self) -> list[int]:
-        """Per spatial axis, the factor by which the network downsamples it (``2 ** depth``), as
-        ``monai.networks.nets.SegResNetDS.shape_factor``.
+        """Per spatial axis, the factor by which the network downsamples it: the product of its ``strides``
+        (``2 ** depth`` by default), as ``monai.networks.nets.SegResNetDS.shape_factor``.
 
         Unlike SegResNetDS, this network takes any side of at least that factor (see
         :py:meth:`accepts_spatial_shape`); multiples of it waste no computation on padding.
         """
-        return [2**self.depth] * self.spatial_dims
+        return list(self.factor)
 
     def accepts_spatial_shape(self, spatial_shape: Sequence[int]) -> bool:
         """Whether an input of this spatial shape (without batch and channel) can go through the network: every
-        side at least ``2 ** depth`` and, with instance normalisation, more than one voxel at the deepest level."""
-        factor = 2**self.depth
-        if len(spatial_shape) != self.spatial_dims or any(s < factor for s in spatial_shape):
+        side at least its axis's :py:meth:`shape_factor` and, with instance normalisation, more than one voxel at
+        the deepest level."""
+        if len(spatial_shape) != self.spatial_dims or any(
+            s < f for s, f in zip(spatial_shape, self.factor, strict=True)
+        ):
             return False
-        return not self.instance_norm or any(s > factor for s in spatial_shape)
+        return not self.instance_norm or any(s > f for s, f in zip(spatial_shape, self.factor, strict=True))
 
     def is_valid_shape(self, x: torch.Tensor | Sequence[int]) -> bool:
         """Whether the input Tensor ``x`` (batch, channel, spatial...) can go through the network, as
@@ -463,18 +596,19 @@ class UNetPlusPlus(nn.Module):
             )
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {x.shape[1]} (shape {list(x.shape)}).")
-        smallest = int(2**self.depth)
         deepest_voxels = 1
         for d in range(2, x.dim()):
+            smallest = self.factor[d - 2]
             if x.shape[d] < smallest:
                 raise ValueError(
-                    f"every spatial side must be at least {smallest} (2 ** depth) for this network, "
+                    f"every spatial side must be at least {self.factor_text} for this network, "
                     f"got spatial shape {list(x.shape[2:])}; pad or resize the input."
                 )
-            deepest_voxels *= (x.shape[d] + smallest - 1) // smallest  # pooling keeps odd edges (ceil mode)
+            # pooling keeps the edges (ceil mode), and ceil(ceil(n / a) / b) = ceil(n / (a * b))
+            deepest_voxels *= (x.shape[d] + smallest - 1) // smallest
         if self.instance_norm and deepest_voxels < 2:
             raise ValueError(
-                f"with instance normalisation at least one spatial side must exceed {smallest} (2 ** depth) so that "
+                f"with instance normalisation at least one spatial side must exceed {self.factor_text} so that "
                 f"the deepest level holds more than one voxel, got spatial shape {list(x.shape[2:])}; "
                 "pad or resize the input."
             )
@@ -489,7 +623,7 @@ class UNetPlusPlus(nn.Module):
     ) -> torch.Tensor | list[torch.Tensor]:
         """
         Args:
-            x: ``(batch, in_channels, *spatial)``, every spatial side at least ``2 ** depth``.
+            x: ``(batch, in_channels, *spatial)``, every spatial side at least its axis's :py:meth:`shape_factor`.
             inference_mode: per-call override of the ``inference_mode`` setting.
             inference_depth: per-call override of the ``inference_depth`` setting.
             mode, depth: deprecated names of ``inference_mode`` and ``inference_depth``.
@@ -562,6 +696,9 @@ class UNetPlusPlus(nn.Module):
         small.head_columns = [small.head_columns[n] for n in keep]
         small.depth = depth
         small.features = self.features[: depth + 1]
+        small.strides = self.strides[:depth]
+        small.kernel_sizes = self.kernel_sizes[: depth + 1]
+        small._set_shape_factor()
         small.deep_supervision = self.deep_supervision and len(keep) > 1
         small.inference_depth = depth
         if small.inference_mode == "mean" and not small.deep_supervision:
