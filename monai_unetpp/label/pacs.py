@@ -13,7 +13,7 @@ ImagePositionPatient); Orthanc's REST API takes each file with ``POST /instances
 
 Examples::
 
-    python -m monai_unetpp.label.pacs series case1.nii.gz dicom/case1 --modality MR --upload http://127.0.0.1:8042
+    python -m monai_unetpp.label.pacs series case1.nii.gz dicom/case1 --modality CT --upload http://127.0.0.1:8042
     python -m monai_unetpp.label.pacs orthanc-config orthanc/ --http-port 8042
     Orthanc orthanc/orthanc.json
 """
@@ -88,7 +88,7 @@ def _rescale(array: np.ndarray, modality: str, source: str) -> tuple[np.ndarray,
 def write_dicom_series(
     image: str | os.PathLike | sitk.Image,
     folder: str | os.PathLike,
-    modality: str = "MR",
+    modality: str = "CT",
     patient_id: str = "MONAI-UNETPP-DEMO",
     series_description: str = "monai-unetpp demo",
     study_uid: str | None = None,
@@ -109,7 +109,7 @@ def write_dicom_series(
         folder: where the files go; created if missing, and it must hold no ``.dcm`` files yet.
         modality: the series' Modality, "CT" or "MR" (MONAI Label lists only the modality of its search filter,
             ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER``, CT by default). An MR volume must hold whole numbers within
-            int16. Defaults to "MR".
+            int16. Defaults to "CT".
         patient_id: PatientID and PatientName. Defaults to "MONAI-UNETPP-DEMO".
         series_description: SeriesDescription. Defaults to "monai-unetpp demo".
         study_uid: the StudyInstanceUID to add the series to; None makes a new study.
@@ -333,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     series = commands.add_parser("series", help="write a volume as a DICOM series, and upload it to Orthanc")
     series.add_argument("image", help="a 3D volume: .nii.gz, .nrrd, .mha")
     series.add_argument("folder", help="an empty (or new) folder for the .dcm files")
-    series.add_argument("--modality", default="MR", choices=_MODALITIES)
+    series.add_argument("--modality", default="CT", choices=_MODALITIES, help="MR needs whole numbers")
     series.add_argument("--patient-id", default="MONAI-UNETPP-DEMO")
     series.add_argument("--upload", metavar="ORTHANC_URL", help="e.g. http://127.0.0.1:8042 (not the /dicom-web URL)")
     config = commands.add_parser("orthanc-config", help="write a local-only Orthanc configuration with DICOMweb")
