@@ -1,7 +1,8 @@
 # Copyright (c) monai-unetpp contributors
 # Licensed under the Apache License, Version 2.0 (the "License").
 """Transforms for UNet++ pipelines: deep-supervision outputs, resampling that is safe in a MONAI Label server,
-label values to channel indices, and the intensity normalisation of the MONAI Label tasks."""
+label values to channel indices, the intensity normalisation of the MONAI Label tasks, and a mask that keeps
+predictions inside the input's nonzero region."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityRanged, Spacingd, Transform
 
 from .networks.unetplusplus import reduce_heads
 
 __all__ = [
+    "MaskOutsideInputd",
+    "nonzero_region",
     "PathSafeSpacingd",
     "SelectHead",
     "SelectHeadD",
@@ -134,6 +138,103 @@ class SequentialLabelsd(MapTransform):
             out = torch.zeros_like(label)
             for index, value in enumerate(self.values, start=1):
                 out[label == value] = index
+            d[key] = out
+        return d
+
+
+def nonzero_region(image: torch.Tensor, margin: int = 1) -> torch.Tensor:
+    """Where any channel of ``image`` (channel first) is nonzero, dilated by ``margin`` voxels.
+
+    The dilation is by a cube of side ``2 * margin + 1`` (a voxel is kept when a nonzero voxel lies within
+    ``margin`` steps along every axis, diagonals included), i.e. ``scipy.ndimage.binary_dilation`` with the full
+    connectivity structure, iterated ``margin`` times.
+
+    Args:
+        image: ``(C, *spatial)`` with 1 to 3 spatial dimensions.
+        margin: voxels of dilation, 0 for the nonzero region itself.
+
+    Returns:
+        A boolean ``(1, *spatial)`` Tensor on ``image``'s device.
+    """
+    region = (torch.as_tensor(image) != 0).any(dim=0, keepdim=True)
+    if margin == 0:
+        return region
+    pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[region.ndim - 2]
+    return pool(region[None].float(), kernel_size=2 * margin + 1, stride=1, padding=margin)[0] > 0
+
+
+class MaskOutsideInputd(MapTransform):
+    """Set a prediction to background wherever the input image is zero, outside a margin around its nonzero region.
+
+    A network that segments skull-stripped scans sees only zeros outside the brain, yet it may still label tissue
+    there (on the faces of an empty sliding window, or next to a wide empty field of view). This transform makes
+    "nothing outside the input" a property of the output rather than of the weights: every voxel farther than
+    ``margin`` voxels (a cube, see :func:`nonzero_region`) from a nonzero voxel of ``source_key`` becomes
+    background. Place it where the prediction and the source share one grid, e.g. after ``Invertd`` in inference
+    post-processing with the source a copy of the image taken before resampling (``CopyItemsd``).
+
+    The prediction may be a class-index map (one channel: set to ``background``) or per-class probabilities or
+    one-hot channels (channel ``background`` set to 1, the others to 0). ``MetaTensor`` metadata is kept.
+
+    Args:
+        keys: the prediction key(s).
+        source_key: the key of the image whose nonzero region bounds the prediction, on the prediction's grid.
+        margin: voxels of dilation of the nonzero region. Defaults to 1 (partial-volume voxels at the border).
+        background: the background class index. Defaults to 0.
+        remove_source: drop ``source_key`` from the output, so that a full-size copy of the image is not carried
+            further. Defaults to False.
+
+    Examples::
+
+        >>> mask = MaskOutsideInputd(keys="pred", source_key="original_image")
+        >>> out = mask({"pred": class_map, "original_image": image})  # both (1, H, W, D) on one grid
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        source_key: str,
+        margin: int = 1,
+        background: int = 0,
+        remove_source: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+            raise ValueError(f"margin must be a whole number of voxels >= 0, got {margin!r}.")
+        if isinstance(background, bool) or not isinstance(background, int) or background < 0:
+            raise ValueError(f"background must be a class index >= 0, got {background!r}.")
+        self.source_key = source_key
+        self.margin = margin
+        self.background = background
+        self.remove_source = remove_source
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.source_key not in d:
+            raise KeyError(
+                f"MaskOutsideInputd needs the input image under '{self.source_key}' (keys present: "
+                f"{sorted(map(str, d))}); copy the image before resampling, e.g. "
+                f"CopyItemsd(keys='image', names='{self.source_key}')."
+            )
+        source = d.pop(self.source_key) if self.remove_source else d[self.source_key]
+        for key in self.key_iterator(d):
+            pred = d[key]
+            if tuple(pred.shape[1:]) != tuple(source.shape[1:]):
+                raise ValueError(
+                    f"'{key}' has spatial shape {tuple(pred.shape[1:])} but '{self.source_key}' has "
+                    f"{tuple(source.shape[1:])}: place MaskOutsideInputd where both are on one grid (after Invertd)."
+                )
+            outside = ~nonzero_region(torch.as_tensor(source), self.margin).to(torch.as_tensor(pred).device)
+            out = pred.clone()
+            if out.shape[0] == 1:
+                out[outside] = self.background
+            else:
+                if not 0 <= self.background < out.shape[0]:
+                    raise ValueError(f"background {self.background} is not a channel of '{key}' ({out.shape[0]}).")
+                channels = outside.expand_as(out)
+                out[channels] = 0
+                out[self.background][outside[0]] = 1
             d[key] = out
         return d
 
