@@ -99,11 +99,13 @@ def _generic_random_transforms(spatial_dims: int) -> list:
         },
         {
             "_target_": "monai.transforms.RandCropByLabelClassesd",
-            "_desc_": "patches centred on every class equally often, so that small structures are seen",
+            "_desc_": "patches centred on each class in the shares of class_ratios (a plan of python -m "
+            "monai_unetpp.plan sets them); null: every class equally often, so that small structures are seen",
             "keys": IMAGE_AND_LABEL,
             "label_key": "label",
             "indices_key": "label_cls_indices",
             "spatial_size": "@patch_size",
+            "ratios": "@class_ratios",
             "num_classes": "@num_classes",
             "num_samples": "@num_samples",
             "warn": False,
@@ -160,7 +162,8 @@ class Bundle:
     spacing: list[float] | str
     patch_size: list[int]
     in_channels: int = 1
-    #: further ``UNetPlusPlus`` arguments, each an id of its own placed after ``features`` (e.g. ``norm``)
+    #: further ``UNetPlusPlus`` arguments, each an id of its own placed after ``features`` (e.g. ``norm``; the
+    #: generic bundles' ``strides`` and ``kernel_size``, which a plan of ``python -m monai_unetpp.plan`` sets)
     network_ids: dict[str, Any] = field(default_factory=dict)
 
     #: training
@@ -208,8 +211,9 @@ class Bundle:
     deterministic_transforms: list | None = None
 
     #: training data: ids after ``num_workers``, ``train::random_transforms``, the components of ``train`` from
-    #: which ``train::dataloader`` reads ``train::dataset``, and ``validate::dataset``
-    train_ids: dict[str, Any] = field(default_factory=lambda: {"cache_rate": 1.0})
+    #: which ``train::dataloader`` reads ``train::dataset``, and ``validate::dataset``; the generic random transforms
+    #: read ``class_ratios`` (the shares of patches centred on each class, None: equal)
+    train_ids: dict[str, Any] = field(default_factory=lambda: {"cache_rate": 1.0, "class_ratios": None})
     random_transforms: list | None = None
     train_datasets: dict[str, Any] = field(
         default_factory=lambda: {

@@ -8,6 +8,8 @@ BUNDLE = Bundle(
     spatial_dims=2,
     num_classes=3,
     features=[32, 64, 128, 256, 512],
+    # the downsampling factors and kernel sizes per level: 2 and 3 on every axis (a plan sets them per axis)
+    network_ids={"strides": None, "kernel_size": 3},
     spacing=[0.0, 0.0],  # keep the images' own pixel spacing
     patch_size=[128, 128],
     batch_size=8,

@@ -8,6 +8,8 @@ BUNDLE = Bundle(
     spatial_dims=3,
     num_classes=3,
     features=[32, 32, 64, 128, 256],
+    # the downsampling factors and kernel sizes per level: 2 and 3 on every axis (a plan sets them per axis)
+    network_ids={"strides": None, "kernel_size": 3},
     spacing=[1.5, 1.5, 2.0],
     patch_size=[96, 96, 96],
     batch_size=2,
