@@ -12,6 +12,7 @@ import torch
 from monai.inferers import SlidingWindowInferer
 
 from .networks.unetplusplus import reduce_heads
+from .runtime import compiled_networks, openvino_window_runner, resolve_backend, torch_precision
 from .utils import unwrap_network
 
 __all__ = ["UNetPlusPlusInferer", "unwrap_network"]
@@ -36,6 +37,13 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         inference_depth: pruning depth ``k`` (UNet++ L_k) or None for the network's setting.
         blend_mode: how overlapping windows are blended: SlidingWindowInferer's ``mode``, which is also
             this object's ``mode`` attribute. Defaults to ``"constant"``.
+        backend: ``"torch"`` (the network itself) or ``"openvino"``: the network converted to OpenVINO for the
+            window shape and compiled for the CPU, once per weights, window shape, precision and settings, and kept
+            for later calls and volumes (:data:`monai_unetpp.runtime.compiled_networks`); the same label maps as
+            PyTorch fp32 up to float rounding (``benchmarks/README.md``). Without the openvino package it warns
+            (``pip install monai-unetpp[openvino]``) and runs PyTorch. Defaults to ``"torch"``.
+        precision: ``"fp32"`` or ``"bf16"`` (PyTorch: autocast on the windows' device; OpenVINO: its bf16
+            inference precision, where the CPU has bf16 instructions). Defaults to ``"fp32"``.
         kwargs: further ``monai.inferers.SlidingWindowInferer`` arguments. The deprecated ``depth`` and ``mode``
             (for ``inference_depth`` and ``inference_mode``) are still accepted for one release, with a warning.
 
@@ -44,6 +52,7 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         >>> inferer = UNetPlusPlusInferer(roi_size=(96, 96, 96), sw_batch_size=4, inference_mode="mean")
         >>> net.eval(); seg = inferer(image, net)
         >>> fast = UNetPlusPlusInferer(roi_size=96, inference_depth=2)(image, net)   # UNet++ L2
+        >>> cpu = UNetPlusPlusInferer(roi_size=96, sw_batch_size=4, backend="openvino")(image, net)
     """
 
     def __init__(
@@ -54,6 +63,8 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         inference_mode: str | None = None,
         inference_depth: int | None = None,
         blend_mode: str = "constant",
+        backend: str = "torch",
+        precision: str = "fp32",
         **kwargs: Any,
     ) -> None:
         for old, new in (("mode", "inference_mode"), ("depth", "inference_depth")):
@@ -76,6 +87,8 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         super().__init__(roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=blend_mode, **kwargs)
         self.inference_mode = inference_mode
         self.inference_depth = inference_depth
+        self.precision = precision
+        self.backend = resolve_backend(backend, precision)  # "torch" where OpenVINO is missing, with a warning
 
     def _settings(self, network: Callable) -> dict[str, Any]:
         """The per-call settings for ``network``, checked by the network once before any window runs."""
@@ -99,9 +112,23 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
     def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         settings = self._settings(network)
         mode = self.inference_mode or getattr(unwrap_network(network), "inference_mode", "final")
+        if self.backend == "openvino":
+            if args or kwargs:
+                raise ValueError(
+                    "backend='openvino' runs the network on the window alone; extra network arguments "
+                    f"{list(args) + list(kwargs)} are not supported: drop them or use backend='torch'."
+                )
+            if not isinstance(unwrap_network(network), torch.nn.Module):
+                raise ValueError(f"backend='openvino' converts a torch.nn.Module, got {type(network).__name__}.")
+            run = openvino_window_runner(
+                network, self.precision, self.inference_mode, self.inference_depth, compiled_networks
+            )
+            return super().__call__(inputs, run)
 
         def one_output(window: torch.Tensor, *a: Any, **kw: Any) -> torch.Tensor:
-            out = network(window, *a, **kw, **settings)
-            return reduce_heads(list(out), mode) if isinstance(out, (list, tuple)) else out
+            with torch_precision(self.precision, window.device):
+                out = network(window, *a, **kw, **settings)
+            out = reduce_heads(list(out), mode) if isinstance(out, (list, tuple)) else out
+            return out.float() if self.precision == "bf16" else out
 
         return super().__call__(inputs, one_output, *args, **kwargs)

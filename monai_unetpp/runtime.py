@@ -1,0 +1,437 @@
+# Copyright (c) monai-unetpp contributors
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Inference runtimes for sliding-window inference: PyTorch (fp32 or bf16 autocast) and OpenVINO on CPU.
+
+An OpenVINO network is converted once per network, weights, window shape, precision and inference settings, and
+kept in :data:`compiled_networks`, so later windows, calls and volumes reuse it. What the conversion keeps of
+UNet++'s savings:
+
+- pruning: a network run at ``inference_depth=k`` is converted from its :py:meth:`UNetPlusPlus.pruned` copy, and in
+  ``"final"`` mode only the final head is in the graph;
+- the folded upsampling (``monai_unetpp.networks.fast_paths.upsampled_conv``): its kernel depends on the weights
+  alone, so it is computed here, once, and enters the graph as a constant; the graph has one stride-2 transposed
+  convolution where the plain layers have a deconvolution and a convolution of the upsampled tensor. Eager PyTorch
+  decides per input shape where folding pays; a traced graph cannot (it must serve any shape), so the decisions
+  are taken in an eager pass on the window shape, which the converted graph is fixed to.
+
+OpenVINO: https://docs.openvino.ai (``openvino.convert_model`` of a PyTorch module, CPU plugin properties).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .networks.fast_paths import UpsamplingFold
+from .networks.unetplusplus import reduce_heads
+from .utils import unwrap_network
+
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "CompiledNetworkCache",
+    "OpenVINONetwork",
+    "compiled_networks",
+    "export_copy",
+    "openvino_available",
+    "openvino_bf16_supported",
+    "resolve_backend",
+    "torch_precision",
+    "weights_fingerprint",
+]
+
+#: Inference runtimes of :py:class:`monai_unetpp.UNetPlusPlusInferer`.
+BACKENDS = ("torch", "openvino")
+#: Inference precisions: float32, or bfloat16 (PyTorch autocast; OpenVINO's ``INFERENCE_PRECISION_HINT``).
+PRECISIONS = ("fp32", "bf16")
+INSTALL_HINT = "pip install monai-unetpp[openvino]"
+_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+
+def openvino_available() -> bool:
+    """Whether the ``openvino`` package can be imported (checked on every call: it may be installed meanwhile)."""
+    try:
+        importlib.import_module("openvino")
+    except ImportError:
+        return False
+    return True
+
+
+def openvino_bf16_supported() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 on this CPU (AVX512-BF16 or AMX); elsewhere it silently runs f32."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def resolve_backend(backend: str, precision: str) -> str:
+    """The backend that will run for the requested ``backend`` and ``precision``, checked: ``"openvino"`` becomes
+    ``"torch"`` with a warning where OpenVINO is not installed, and bf16 on a CPU that OpenVINO cannot run in bf16
+    is said in a warning.
+
+    Raises:
+        ValueError: for an unknown backend or precision, naming the value and the choices.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if backend == "openvino":
+        if not openvino_available():
+            warnings.warn(
+                f"backend='openvino' needs the openvino package, which is not installed ({INSTALL_HINT}); "
+                "running the network in PyTorch instead.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return "torch"
+        if precision == "bf16" and not openvino_bf16_supported():
+            warnings.warn(
+                "precision='bf16': OpenVINO cannot run bf16 on this CPU (no AVX512-BF16 or AMX), so it runs in fp32.",
+                UserWarning,
+                stacklevel=3,
+            )
+    return backend
+
+
+def torch_precision(precision: str, device: torch.device) -> Any:
+    """The context a PyTorch forward runs in for ``precision``: bf16 autocast on ``device``'s type, or nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def weights_fingerprint(network: nn.Module) -> str:
+    """A digest of ``network``'s weights and layers: equal for equal networks, different after any change of a
+    parameter or buffer (training, ``load_state_dict``, edits through ``.data``) or of a layer's settings.
+
+    A hash of the values rather than PyTorch's version counters: ``p.data.copy_(...)`` and buffers written
+    through ``.data`` bump no counter of ``p``, and a digest also recognises a reloaded copy of the same weights.
+    SHA-256 runs at about 1 GB/s here, a few tens of milliseconds for the default network's 7M parameters, once
+    per inferer call.
+    """
+    digest = hashlib.sha256(repr(network).encode())
+    for name, value in network.state_dict(keep_vars=False).items():
+        tensor = value.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class _OneOutput(nn.Module):
+    """``network(x, **settings)`` as one Tensor: a traced graph has a single output (lists reduced by mode)."""
+
+    def __init__(self, network: nn.Module, settings: dict[str, Any], inference_mode: str) -> None:
+        super().__init__()
+        self.network = network
+        self.settings = settings
+        self.inference_mode = inference_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.network(x, **self.settings)
+        return reduce_heads(list(out), self.inference_mode) if isinstance(out, (list, tuple)) else out
+
+
+def _transposed(
+    x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int] | int = 1, padding: Sequence[int] | int = 0
+) -> torch.Tensor:
+    conv = {3: F.conv_transpose1d, 4: F.conv_transpose2d, 5: F.conv_transpose3d}[x.dim()]
+    return conv(x, weight, stride=stride, padding=padding)
+
+
+class _ConstantFold:
+    """Stands in for one :py:class:`UpsamplingFold`'s ``applies`` and ``conv`` in a copy made for tracing.
+
+    The first (eager) call takes the network's own decision for the window shape and computes the folded kernel
+    (the full convolution of the deconvolution's and the convolution's kernels, as ``upsampled_conv`` builds it)
+    and the deconvolution bias's contribution as constants, checked against the network's own folded result; the
+    traced calls then repeat that decision and use the constants. Where the check fails (a network whose folding
+    works otherwise), the node is left unfolded: slower, never wrong.
+    """
+
+    def __init__(self, fold: UpsamplingFold) -> None:
+        self.own_applies, self.own_conv = fold.applies, fold.conv
+        self.decision: bool | None = None
+        self.kernel: torch.Tensor | None = None
+        self.bias_field: torch.Tensor | None = None
+        self.stride: list[int] = []
+        self.padding: list[int] = []
+
+    def applies(self, below: torch.Tensor, skip: torch.Tensor) -> bool:
+        if self.decision is None:
+            self.decision = bool(self.own_applies(below, skip))
+        return self.decision
+
+    def conv(
+        self, below: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor | None, weight: torch.Tensor
+    ) -> torch.Tensor:
+        if self.kernel is None:
+            return self._first_call(below, up_weight, up_bias, weight)
+        y = _transposed(below, self.kernel, self.stride, self.padding)
+        return y if self.bias_field is None else y + self.bias_field
+
+    def _first_call(
+        self, below: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor | None, weight: torch.Tensor
+    ) -> torch.Tensor:
+        expected = self.own_conv(below, up_weight, up_bias, weight)
+        spatial = list(range(2, weight.dim()))
+        self.kernel = _transposed(up_weight, weight.transpose(0, 1).flip(spatial)).detach()
+        self.stride = list(up_weight.shape[2:])  # the deconvolution's kernel is its stride (MONAI's UpSample)
+        self.padding = [k // 2 for k in weight.shape[2:]]
+        if up_bias is not None:
+            # the bias's part is the folded result for a zero input: constant inside, smaller at the borders
+            self.bias_field = self.own_conv(torch.zeros_like(below[:1]), up_weight, up_bias, weight).detach()
+        y = self.conv(below, up_weight, up_bias, weight)
+        scale = float(expected.abs().max()) + 1e-12
+        if y.shape != expected.shape or float((y - expected).abs().max()) > 1e-4 * scale:
+            self.decision = False
+        return expected
+
+
+def export_copy(
+    network: nn.Module,
+    example: torch.Tensor,
+    inference_mode: str | None = None,
+    inference_depth: int | None = None,
+) -> nn.Module:
+    """An eval-mode copy of ``network`` for tracing with inputs shaped as ``example``: one output Tensor, pruned to
+    ``inference_depth`` where the network can prune (``pruned(k)``: the deeper nodes and unused heads are not in
+    it), and its folded upsamplings with constant kernels (see the module doc). ``network`` is left unchanged.
+
+    Args:
+        network: a UNetPlusPlus, or any module whose eval forward returns a Tensor or a list of heads.
+        example: a window batch of the shape the graph is fixed to.
+        inference_mode: passed to the network's forward where not None; also reduces a list output.
+        inference_depth: pruning depth, or None for the network's setting.
+
+    Examples::
+
+        >>> graph_module = export_copy(net, torch.zeros(4, 1, 96, 96, 96), inference_depth=2)
+        >>> ov_model = openvino.convert_model(graph_module, example_input=..., input=[(4, 1, 96, 96, 96)])
+    """
+    net = unwrap_network(network)
+    settings: dict[str, Any] = {}
+    if inference_mode is not None:
+        settings["inference_mode"] = inference_mode
+    depth = inference_depth if inference_depth is not None else getattr(net, "inference_depth", None)
+    if depth is not None and hasattr(net, "pruned") and depth < net.depth:
+        net = net.pruned(depth)  # a copy holding only the nodes and heads of UNet++ L_depth
+        if not net.deep_supervision:
+            settings.pop("inference_mode", None)  # one head left: its mean is itself
+    else:
+        net = copy.deepcopy(net).eval()
+        if inference_depth is not None:
+            settings["inference_depth"] = inference_depth
+    mode = inference_mode or getattr(net, "inference_mode", "final")
+    module = _OneOutput(net, settings, mode).eval()
+    folds = [m for m in module.modules() if isinstance(m, UpsamplingFold)]
+    for fold in folds:
+        stand_in = _ConstantFold(fold)
+        fold.applies, fold.conv = stand_in.applies, stand_in.conv  # instance attributes: only this copy
+    with torch.no_grad():
+        module(example)  # the eager pass that takes the decisions and builds the constants
+    return module
+
+
+class OpenVINONetwork:
+    """``network`` converted to OpenVINO for windows shaped as ``example`` and compiled for the CPU; callable on
+    window batches of that shape, returning what the network's eval forward returns (one Tensor).
+
+    A smaller batch (the last windows of a volume) gets its own compiled model, reshaped from the converted one
+    (no new conversion), kept for the next volumes.
+
+    Args:
+        network: the network (see :func:`export_copy`).
+        example: a window batch ``(batch, channels, *roi)``.
+        precision: ``"fp32"`` or ``"bf16"``.
+        inference_mode, inference_depth: as for :func:`export_copy`.
+
+    Examples::
+
+        >>> ov_net = OpenVINONetwork(net, torch.zeros(4, 1, 96, 96, 96), precision="bf16")
+        >>> logits = ov_net(windows)   # (4, out_channels, 96, 96, 96), a float32 Tensor
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        example: torch.Tensor,
+        precision: str = "fp32",
+        inference_mode: str | None = None,
+        inference_depth: int | None = None,
+    ) -> None:
+        import openvino as ov
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+        self.precision = precision
+        example = torch.as_tensor(example).detach().to("cpu", torch.float32)
+        self.window_shape = tuple(example.shape[1:])
+        module = export_copy(network, example, inference_mode, inference_depth)
+        with warnings.catch_warnings(), torch.no_grad():
+            # the tracer's notes on shape checks: the graph is fixed to this window shape on purpose
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # traced here, once: convert_model's own tracing of a module checks and retraces, twice the time
+            traced = torch.jit.trace(module, example, check_trace=False)
+            self.model = ov.convert_model(traced, example_input=example, input=[tuple(example.shape)])
+        self._core = ov.Core()
+        self._compiled: dict[tuple[int, int], Any] = {}
+        self._compile(example.shape[0])
+
+    def _compile(self, batch: int) -> Any:
+        threads = torch.get_num_threads()  # the process's setting (torch.set_num_threads) holds for OpenVINO too
+        key = (batch, threads)
+        if key not in self._compiled:
+            model = self.model
+            if batch != self.model.inputs[0].get_partial_shape()[0].get_length():
+                model = self.model.clone()
+                model.reshape([batch, *self.window_shape])
+            config = {
+                "INFERENCE_PRECISION_HINT": _OV_PRECISION[self.precision],
+                "INFERENCE_NUM_THREADS": str(threads),
+                "PERFORMANCE_HINT": "LATENCY",
+            }
+            compiled = self._core.compile_model(model, "CPU", config)
+            self._compiled[key] = compiled.create_infer_request()
+        return self._compiled[key]
+
+    @property
+    def compiled_batches(self) -> list[int]:
+        """The batch sizes compiled so far."""
+        return sorted({batch for batch, _ in self._compiled})
+
+    def op_counts(self) -> dict[str, int]:
+        """Operations of the converted graph after constant folding, by OpenVINO type name (``"Convolution"``,
+        ``"ConvolutionBackpropData"``, ...): what the CPU plugin is given to run."""
+        counts: dict[str, int] = {}
+        for op in self._folded().get_ordered_ops():
+            counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + 1
+        return counts
+
+    def transposed_convolution_kernels(self) -> list[tuple[int, ...]]:
+        """The spatial kernel shape of every transposed convolution left after constant folding: ``(2, 2, 2)`` for
+        a plain deconvolution, ``(4, 4, 4)`` for one folded with a 3x3x3 convolution. None computes a folded kernel
+        (their weights are constants)."""
+        kernels = []
+        for op in self._folded().get_ordered_ops():
+            if op.get_type_name() == "ConvolutionBackpropData":
+                weight = op.input_value(1).get_node()
+                if weight.get_type_name() != "Constant":
+                    raise RuntimeError(f"the transposed convolution {op.get_friendly_name()} has computed weights.")
+                kernels.append(tuple(op.get_input_shape(1))[2:])
+        return kernels
+
+    def _folded(self) -> Any:
+        from openvino import passes
+
+        model = self.model.clone()
+        manager = passes.Manager()
+        manager.register_pass(passes.ConstantFolding())
+        manager.run_passes(model)
+        return model
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        windows = torch.as_tensor(windows)
+        if tuple(windows.shape[1:]) != self.window_shape:
+            raise ValueError(
+                f"this OpenVINO network was compiled for windows of shape {self.window_shape} (channels, *roi), got "
+                f"{tuple(windows.shape[1:])}; build one per window shape (the inferer's cache does)."
+            )
+        request = self._compile(windows.shape[0])
+        data = np.ascontiguousarray(windows.detach().to("cpu", torch.float32).numpy())
+        request.infer({0: data})
+        out = torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
+        return out.to(windows.device)
+
+
+class CompiledNetworkCache:
+    """The converted networks, keyed by weights fingerprint, window shape, precision and inference settings; the
+    least recently used ones go beyond ``max_size``.
+
+    ``conversions`` counts the conversions (each traces the network, the costly step: seconds to a minute for the
+    default widths on 2 CPU cores).
+
+    Args:
+        max_size: how many converted networks to keep. Defaults to 4.
+    """
+
+    def __init__(self, max_size: int = 4) -> None:
+        self.max_size = max_size
+        self.conversions = 0
+        self._entries: OrderedDict[tuple, OpenVINONetwork] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        """Drop every converted network (and reset ``conversions``)."""
+        self._entries.clear()
+        self.conversions = 0
+
+    def get(
+        self,
+        network: nn.Module,
+        example: torch.Tensor,
+        precision: str = "fp32",
+        inference_mode: str | None = None,
+        inference_depth: int | None = None,
+        fingerprint: str | None = None,
+    ) -> OpenVINONetwork:
+        """The :class:`OpenVINONetwork` for ``network`` with windows shaped as ``example``, converted on first use.
+
+        ``fingerprint``: :func:`weights_fingerprint` of ``network`` where the caller has it (one digest per volume
+        rather than per window batch)."""
+        net = unwrap_network(network)
+        key = (
+            fingerprint or weights_fingerprint(net),
+            tuple(example.shape[1:]),
+            precision,
+            inference_mode or getattr(net, "inference_mode", None),
+            inference_depth if inference_depth is not None else getattr(net, "inference_depth", None),
+        )
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        entry = OpenVINONetwork(net, example, precision, inference_mode, inference_depth)
+        self.conversions += 1
+        self._entries[key] = entry
+        while len(self._entries) > self.max_size:
+            self._entries.popitem(last=False)
+        return entry
+
+
+#: The cache :py:class:`monai_unetpp.UNetPlusPlusInferer` uses: shared by every inferer of the process, so a new
+#: inferer per request (MONAI Label) still reuses a converted network.
+compiled_networks = CompiledNetworkCache()
+
+
+def openvino_window_runner(
+    network: nn.Module,
+    precision: str,
+    inference_mode: str | None,
+    inference_depth: int | None,
+    cache: CompiledNetworkCache | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A per-window callable for one volume: the weights' digest is taken once, here, and each window batch gets
+    the cached :class:`OpenVINONetwork` for its shape."""
+    cache = compiled_networks if cache is None else cache
+    fingerprint = weights_fingerprint(unwrap_network(network))
+
+    def run(windows: torch.Tensor) -> torch.Tensor:
+        windows = torch.as_tensor(windows)
+        entry = cache.get(network, windows, precision, inference_mode, inference_depth, fingerprint)
+        return entry(windows)
+
+    return run

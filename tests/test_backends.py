@@ -1,0 +1,133 @@
+"""The inferer's runtimes: OpenVINO gives PyTorch fp32's label maps, reuses its conversion until the weights change,
+keeps the folded upsampling in its graph, and PyTorch with a warning stands in where OpenVINO is missing."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pytest
+import torch
+from conftest import seeded, tiny_net
+from monai.data import MetaTensor
+
+from monai_unetpp import UNetPlusPlusInferer, runtime
+
+openvino = pytest.importorskip("openvino")
+
+ROI = 16
+#: 3 x 3 x 2 = 18 windows of 16^3 with overlap 0.25: batches of 4 end with one of 2
+VOLUME = (1, 1, 40, 36, 28)
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    network = tiny_net(depth=2).eval()
+    # non-zero biases and norm affines: every term of the folded upsampling matters
+    with torch.no_grad():
+        for p in network.parameters():
+            if p.dim() == 1:
+                p.normal_(0.0, 0.3)
+    return network
+
+
+@pytest.fixture
+def cache():
+    runtime.compiled_networks.clear()
+    yield runtime.compiled_networks
+    runtime.compiled_networks.clear()
+
+
+def infer(net, image, **kwargs):
+    with torch.no_grad():
+        return UNetPlusPlusInferer(ROI, sw_batch_size=4, **kwargs)(image, net)
+
+
+def test_openvino_gives_torch_label_maps_converts_once_and_again_after_training(net, cache):
+    image = MetaTensor(seeded(*VOLUME), affine=torch.diag(torch.tensor([2.0, 1.5, 3.0, 1.0])))
+    reference = infer(net, image)
+    out = infer(net, image, backend="openvino")
+
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, image.affine)
+    assert out.shape == reference.shape
+    assert torch.equal(out.argmax(1), reference.argmax(1))
+    assert (out - reference).abs().max() < 1e-4 * reference.abs().max()
+    (entry,) = cache._entries.values()
+    assert cache.conversions == 1 and entry.compiled_batches == [2, 4]  # the last, smaller batch compiled too
+    # the network's own decisions for this window shape fold every node's upsampling, and the graph computes no
+    # kernel: three 4^3 transposed convolutions, where the plain layers have three 2^3 ones and three more
+    # convolutions (of the upsampled tensors)
+    assert entry.transposed_convolution_kernels() == [(4, 4, 4)] * 3
+    # 6 in the encoder, per decoder node one per skip part and one after it (X01: 2, X11: 2, X02: 3), the head
+    assert entry.op_counts()["Convolution"] == 6 + 7 + 1
+
+    again = infer(net, image, backend="openvino")
+    assert cache.conversions == 1 and torch.equal(again, out)
+
+    with torch.no_grad():  # an edit that bumps no version counter of the parameter
+        net.heads[-1].bias.data += torch.tensor([5.0, 0.0, -5.0])
+    changed = infer(net, image, backend="openvino")
+    assert cache.conversions == 2
+    assert torch.equal(changed.argmax(1), infer(net, image).argmax(1))
+    assert not torch.equal(changed.argmax(1), out.argmax(1))
+
+
+def test_openvino_runs_the_pruned_network_in_mean_mode(cache):
+    inference_mode = "mean"
+    torch.manual_seed(1)
+    net = tiny_net(depth=3).eval()
+    image = seeded(*VOLUME, seed=1)
+    reference = infer(net, image, inference_mode=inference_mode, inference_depth=2)
+    out = infer(net, image, backend="openvino", inference_mode=inference_mode, inference_depth=2)
+    assert torch.equal(out.argmax(1), reference.argmax(1))
+    assert (out - reference).abs().max() < 1e-4 * reference.abs().max()
+    (entry,) = cache._entries.values()
+    # UNet++ L2 alone: two poolings and three decoder nodes, each with one (folded) transposed convolution
+    counts = entry.op_counts()
+    assert counts["MaxPool"] == 2 and counts["ConvolutionBackpropData"] == 3
+
+
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_bf16_agrees_with_fp32(net, cache, backend):
+    image = seeded(*VOLUME, seed=2)
+    reference = infer(net, image)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = infer(net, image, backend=backend, precision="bf16")
+    bf16_on_cpu = backend == "torch" or runtime.openvino_bf16_supported()
+    said = any("runs in fp32" in str(w.message) for w in caught)
+    assert said == (not bf16_on_cpu)
+    assert out.dtype == torch.float32
+    agreement = (out.argmax(1) == reference.argmax(1)).float().mean()
+    assert agreement > 0.98
+    assert (out - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_without_openvino_the_inferer_warns_and_runs_pytorch(net, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    assert not runtime.openvino_available()
+    with pytest.warns(UserWarning, match=r"pip install monai-unetpp\[openvino\]"):
+        inferer = UNetPlusPlusInferer(ROI, sw_batch_size=4, backend="openvino")
+    assert inferer.backend == "torch"
+    image = seeded(*VOLUME)
+    with torch.no_grad():
+        assert torch.equal(inferer(image, net), infer(net, image))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"backend": "tensorrt"}, r"backend must be one of .*'tensorrt'"), ({"precision": "fp16"}, r"precision .*'fp16'")],
+)
+def test_unknown_backend_or_precision_is_an_error_naming_it(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        UNetPlusPlusInferer(ROI, **kwargs)
+
+
+def test_weights_fingerprint_follows_values_not_objects(net):
+    import copy
+
+    before = runtime.weights_fingerprint(net)
+    assert runtime.weights_fingerprint(copy.deepcopy(net)) == before
+    net.encoder[0].block.conv_0.conv.weight.data[0, 0, 0, 0, 0] += 1e-3
+    assert runtime.weights_fingerprint(net) != before
