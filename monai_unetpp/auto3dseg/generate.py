@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from ..bundle.demo import find_bundle
+from ..plan import make_plan
 from ..utils import atomic_file
 from .params import bundle_ids
 
@@ -175,37 +176,21 @@ def bundle_fragment(
     gpu_memory_gib: float | None = None,
 ) -> dict[str, Any]:
     """The 3D bundle's config ids for a dataset: the plan of :func:`monai_unetpp.plan.make_plan` for Auto3DSeg's
-    data statistics, with the numbers of channels and classes that the statistics hold.
+    data statistics (spacing, channels, classes, widths, strides, kernel sizes, patch, batch, class sampling and
+    intensity transform).
 
     Args:
         data_stats: the content of Auto3DSeg's ``datastats.yaml`` (``DataAnalyzer``).
-        modality: Auto3DSeg's ``modality`` (``ct``, ``mri``, ...); None leaves it to the planner.
+        modality: Auto3DSeg's ``modality`` (``ct``: CT, anything else: MR); None leaves it to the planner, which
+            tells CT by its air values.
         gpu_memory_gib: the memory budget of the plan; None for the smallest visible GPU, or the planner's default
             without one.
     """
-    try:  # imported here: the planner pulls in Auto3DSeg's analysers
-        from ..plan import make_plan
-    except ImportError as error:
-        raise ImportError(
-            "the unetpp Auto3DSeg template plans the network with monai_unetpp.plan.make_plan, which this "
-            f"installation of monai-unetpp lacks ({error}); install a monai-unetpp that ships monai_unetpp.plan."
-        ) from error
-
-    summary = data_stats.get("stats_summary")
-    if not isinstance(summary, Mapping):
-        raise ValueError("the data statistics have no 'stats_summary'; pass the datastats.yaml of DataAnalyzer.")
-    options: dict[str, Any] = {"modality": modality.lower() if isinstance(modality, str) else modality}
+    options: dict[str, Any] = {"modality": modality}
     budget = _gpu_memory_gib() if gpu_memory_gib is None else gpu_memory_gib
     if budget is not None:
         options["gpu_memory_gib"] = float(budget)
-    fragment = dict(make_plan(dict(data_stats), spatial_dims=3, **options).to_bundle_config())
-    labels = summary.get("label_stats", {}).get("labels")
-    if labels:
-        fragment.setdefault("num_classes", int(max(labels)) + 1)
-    channels = summary.get("image_stats", {}).get("channels", {}).get("max")
-    if channels is not None:
-        fragment.setdefault("in_channels", int(channels))
-    return fragment
+    return dict(make_plan(dict(data_stats), spatial_dims=3, **options).to_bundle_config())
 
 
 def copy_bundle(algo_dir: str | os.PathLike, bundle: str | os.PathLike = BUNDLE) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
 from .algo import inference_configs, training_configs
@@ -48,9 +49,10 @@ def run_training(algo_dir: str | os.PathLike, config_file: str | Sequence[str] |
     """Train a fold: the bundle's training workflow on :func:`training_configs` (with the multi-GPU config under
     ``torchrun``), the log also written to ``runs/train.log``.
 
-    The training parameters are first written into the fold's ``configs/hyper_parameters.yaml`` (all but
-    ``resume`` and ``overwrite``), so that inference, evaluation and a later resume build the network and the
-    preprocessing that were trained (e.g. after ``features`` or ``patch_size`` were set for training).
+    When the training starts (past the bundle's checks of the checkpoint folder), its parameters are written into
+    the fold's ``configs/hyper_parameters.yaml`` (all but ``resume`` and ``overwrite``), so that inference,
+    evaluation and a later resume build the network and the preprocessing that were trained (e.g. after
+    ``features`` or ``patch_size`` were set for training).
 
     Args:
         algo_dir: the algorithm folder.
@@ -61,10 +63,7 @@ def run_training(algo_dir: str | os.PathLike, config_file: str | Sequence[str] |
     if isinstance(config_file, str):
         config_file = config_file.split(",")
     files = config_file or training_configs(root, multi_gpu=_distributed())
-    if int(os.environ.get("RANK", "0")) == 0:
-        kept = {k: v for k, v in bundle_ids(override).items() if k not in _RUN_FLAGS}
-        if kept:
-            update_fragment(root, kept)
+    kept = {k: v for k, v in bundle_ids(override).items() if k not in _RUN_FLAGS}
     workflow = _workflow(root, files, "train", override)
     log_path = Path(workflow.parser.get_parsed_content("log_dir")) / TRAINING_LOG
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +72,10 @@ def run_training(algo_dir: str | os.PathLike, config_file: str | Sequence[str] |
     logging.getLogger().addHandler(handler)
     try:
         workflow.initialize()
+        if kept and int(os.environ.get("RANK", "0")) == 0:
+            # attached after the bundle's CheckpointGuard: a run that it refuses leaves the fragment as it was
+            trainer = workflow.parser.get_parsed_content("train::trainer")
+            trainer.add_event_handler(Events.STARTED, lambda _: update_fragment(root, kept))
         workflow.run()
         workflow.finalize()
     finally:
