@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 
 import nibabel as nib
 import numpy as np
@@ -39,6 +40,7 @@ AFFINE = np.array([[0.0, -1.2, 0.0, 10.0], [1.1, 0.0, 0.0, -5.0], [0.0, 0.0, 2.0
 SHAPE = (32, 28, 20)
 DRIVER = REPO / "tests" / "label_support" / "pacs_driver.py"
 READ_SEG = REPO / "tests" / "label_support" / "read_seg.py"
+DRIVER_TIMEOUT = 900  # seconds; a normal run takes 40-140 s
 
 
 def _need_orthanc() -> None:
@@ -95,18 +97,15 @@ def pacs(tmp_path_factory):
     _volume(work / "volume.nii.gz")
     _correction(work / "correction.nii.gz")
     app = work / "app"
-    run_in_venv(
-        ["-m", "monai_unetpp.label.make_app", str(app), "--labels", json.dumps(LABELS)]
-        + ["--features", ",".join(map(str, FEATURES)), "--roi-size", "32,32,32", "--target-spacing", "1.5,1.5,2"],
-        work,
-    )
     # seeded weights: the prediction is the same on every run
     torch.manual_seed(0)
     net = UNetPlusPlus(3, 1, len(LABELS) + 1, features=FEATURES, deep_supervision=True)
-    (app / "model").mkdir(exist_ok=True)
-    torch.save(net.state_dict(), app / "model" / f"pretrained_{MODEL}.pt")
+    torch.save(net.state_dict(), work / "pretrained.pt")
     job = {
         "app": str(app),
+        "make_app": [str(app), "--labels", json.dumps(LABELS), "--features", ",".join(map(str, FEATURES))]
+        + ["--roi-size", "32,32,32", "--target-spacing", "1.5,1.5,2"],
+        "pretrained": str(work / "pretrained.pt"),
         "model": MODEL,
         "volume": str(work / "volume.nii.gz"),
         "labels": LABELS,
@@ -125,18 +124,30 @@ def pacs(tmp_path_factory):
         cwd=work,
         text=True,
     )
-    ready = driver.stdout.readline().split()
-    outside = {}
-    if ready[1:2] != ["failed"] and len(ready) == 4:
-        ports = [int(p) for p in ready[1:]]
-        outside = dict(zip(("orthanc_http", "orthanc_dicom", "monailabel"), _outside_refused(ports), strict=True))
+    # a driver that hangs is stopped with SIGTERM, on which it stops the servers
+    watchdog = threading.Timer(DRIVER_TIMEOUT, driver.terminate)
+    watchdog.start()
     try:
-        driver.stdin.write("go\n")
-        driver.stdin.close()
-    except BrokenPipeError:
-        pass
-    output = driver.stdout.read()
-    driver.wait(timeout=300)
+        output, ready = "", []
+        for line in driver.stdout:
+            output += line
+            if line.startswith("READY"):
+                ready = line.split()
+                break
+        outside = {}
+        if len(ready) == 4:
+            ports = [int(p) for p in ready[1:]]
+            names = ("orthanc_http", "orthanc_dicom", "monailabel")
+            outside = dict(zip(names, _outside_refused(ports), strict=True))
+        try:
+            driver.stdin.write("go\n")
+            driver.stdin.close()
+        except BrokenPipeError:
+            pass
+        output += driver.stdout.read()
+        driver.wait()
+    finally:
+        watchdog.cancel()
     facts = json.loads((work / "facts.json").read_text())
     logs = "\n".join(
         f"--- {name} (end):\n" + (work / name).read_text(errors="replace")[-3000:]

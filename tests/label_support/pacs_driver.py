@@ -2,12 +2,12 @@
 
 Run in the MONAI Label venv as ``unshare -rn python pacs_driver.py WORK``: the namespace holds only a loopback
 interface, brought up here, so nothing outside can reach the servers (Orthanc 1.10 cannot bind one address).
-``WORK/job.json`` names the app, the volume and the labels. The driver starts Orthanc with its own configuration
-(free ports, database in WORK), prints ``READY <orthanc port> <monailabel port>`` once both servers answer and
-waits for a line on stdin (the test checks meanwhile that the ports are closed outside), then plays what a viewer
-does with ``monailabel.client.MONAILabelClient`` and writes what it got to ``WORK/facts.json`` (files in WORK).
-Both servers are stopped by process id at the end, whatever happened. The test, not this script, checks the
-results; this script only fails when a step cannot run.
+``WORK/job.json`` names the app (made here with ``make_app``'s command line), the volume and the labels. The
+driver starts Orthanc with its own configuration (free ports, database in WORK), prints ``READY <orthanc port>
+<dicom port> <monailabel port>`` once both servers answer and waits for a line on stdin (the test checks meanwhile
+that the ports are closed outside), then plays what a viewer does with ``monailabel.client.MONAILabelClient`` and
+writes what it got to ``WORK/facts.json`` (files in WORK). Both servers are stopped by process id at the end,
+whatever happened. The test, not this script, checks the results; this script only fails when a step cannot run.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -29,6 +30,7 @@ import SimpleITK
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelUtils
 
+from monai_unetpp.label.make_app import main as make_app
 from monai_unetpp.label.pacs import orthanc_config, upload_to_orthanc, write_dicom_series
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -126,6 +128,12 @@ def scenario(work: Path, job: dict, facts: dict, processes: list[subprocess.Pope
     facts["series_uid"] = series["series_uid"]
     facts["series_dir"] = str(work / "series")
 
+    # the radiology app as make_app writes it, with the test's seeded weights as the pretrained model
+    make_app(job["make_app"])
+    model_dir = Path(job["app"]) / "model"
+    model_dir.mkdir(exist_ok=True)
+    shutil.copy(job["pretrained"], model_dir / f"pretrained_{job['model']}.pt")
+
     env = dict(os.environ)
     env.update(
         {
@@ -207,13 +215,15 @@ def scenario(work: Path, job: dict, facts: dict, processes: list[subprocess.Pope
 
 
 def main() -> int:
+    # the test's watchdog sends SIGTERM: leave through the finally below, which stops the servers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("pacs_driver: stopped by SIGTERM"))
     work = Path(sys.argv[1])
     job = json.loads((work / "job.json").read_text())
     facts: dict = {}
     processes: list[subprocess.Popen] = []
     try:
         scenario(work, job, facts, processes)
-    except Exception:
+    except BaseException:
         facts["error"] = traceback.format_exc()
         print("READY failed", flush=True)  # unblocks a test still waiting for the servers
     finally:
