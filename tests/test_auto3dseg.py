@@ -4,6 +4,7 @@ generation from the data statistics, training of both folds, and the ensemble's 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import fire
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from monai.apps.auto3dseg import AutoRunner, BundleGen
+from monai.apps.auto3dseg import AutoRunner, BundleGen, OptunaGen
 from monai.apps.auto3dseg.utils import import_bundle_algo_history
 from monai.bundle import ConfigWorkflow
 from monai.utils.enums import AlgoKeys
@@ -126,6 +127,21 @@ def test_generation_writes_a_bundle_per_fold(generated):
         }
         # the bundle's own configs, copied from the shipped 3D bundle
         assert (algo / "configs" / "train.json").is_file() and (algo / "configs" / "inference.json").is_file()
+
+
+def test_hyperparameter_search_regenerates_a_fold(generated, tmp_path):
+    """Auto3DSeg's Optuna driver re-exports a fold with new parameters from the recorded generation."""
+    algo = import_bundle_algo_history(str(generated["work"]), only_trained=False)[0][AlgoKeys.ALGO]
+    shutil.copytree(algo.output_path, tmp_path / "unetpp_0")
+    algo.output_path = str(tmp_path / "unetpp_0")
+    OptunaGen(algo=algo, params={"learning_rate": 0.01, "num_epochs": 3})
+    override = tmp_path / "unetpp_0_override"
+    fragment = yaml.safe_load((override / "configs" / FRAGMENT).read_text())
+    assert fragment["learning_rate"] == 0.01 and fragment["epochs"] == 3
+    original = yaml.safe_load((tmp_path / "unetpp_0" / "configs" / FRAGMENT).read_text())
+    assert fragment["strides"] == original["strides"] and fragment["patch_size"] == original["patch_size"]
+    assert (override / "datalist.json").read_text() == (tmp_path / "unetpp_0" / "datalist.json").read_text()
+    assert (override / "configs" / "train.json").is_file()
 
 
 def test_every_fold_is_trained_and_scored(trained):
