@@ -284,6 +284,8 @@ def test_series_that_dicom_cannot_hold_are_refused(tmp_path):
         write_dicom_series(tmp_path / "float.nii.gz", tmp_path / "a", modality="MR")
     with pytest.raises(ValueError, match="modality must be one of CT, MR, got 'XA'"):
         write_dicom_series(tmp_path / "float.nii.gz", tmp_path / "b", modality="XA")
+    with pytest.raises(FileNotFoundError, match="none.nii.gz: no such volume file"):
+        write_dicom_series(tmp_path / "none.nii.gz", tmp_path / "d")
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 2), np.float32), AFFINE), tmp_path / "two.nii.gz")
     with pytest.raises(ValueError, match="two.nii.gz: a DICOM series holds a 3D volume of one channel"):
         write_dicom_series(tmp_path / "two.nii.gz", tmp_path / "c")

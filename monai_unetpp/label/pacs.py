@@ -118,6 +118,7 @@ def write_dicom_series(
         the UIDs, the files, the slope and intercept.
 
     Raises:
+        FileNotFoundError: no file at ``image``.
         ValueError: a volume that is not 3D with one channel, values an MR series cannot store, an unknown
             modality, or a ``folder`` that holds a series already.
 
@@ -127,6 +128,8 @@ def write_dicom_series(
         upload_to_orthanc(series["files"], "http://127.0.0.1:8042")
     """
     source = os.fspath(image) if not isinstance(image, sitk.Image) else "the image"
+    if not isinstance(image, sitk.Image) and not Path(source).is_file():
+        raise FileNotFoundError(f"{source}: no such volume file; give a .nii.gz, .nrrd or .mha file")
     volume = sitk.ReadImage(source) if not isinstance(image, sitk.Image) else image
     if volume.GetDimension() != 3 or volume.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(
