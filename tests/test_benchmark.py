@@ -72,3 +72,45 @@ def test_conv_floor_measures_direct_and_winograd_convolutions(conv_floor, capsys
     # Winograd F(4, 3) is exact up to float32 rounding, amplified by its transforms
     assert row["winograd_relative_error"] < 1e-4
     assert "| 16 |" in capsys.readouterr().out
+
+
+@pytest.fixture
+def fast_inference():
+    pytest.importorskip("openvino")
+    yield from load_script("fast_inference")
+
+
+def test_fast_inference_quick_run_measures_every_path_and_the_targets(fast_inference, tmp_path, capsys):
+    path = tmp_path / "fast.json"
+    report = fast_inference.main(["--quick", "--json", str(path)])
+
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report))
+    rows = {row["path"]: row for row in report["rows"]}
+    for net in ("ours", "monai"):
+        for backend in ("torch", "openvino"):
+            assert f"{net} {backend} fp32" in rows
+    assert "ours openvino fp32 depth 2" in rows
+    for row in rows.values():
+        assert row["median_s"] > 0 and 0 <= row["dice"] <= 1
+        # the same weights give the same label maps in every runtime (ours and MONAI's compute one function)
+        assert row["argmax_agreement_with_own_torch_fp32"] > 0.999
+    assert rows["ours openvino fp32"]["argmax_agreement_with_reference"] > 0.999
+    assert {t["ratio"] for t in report["targets"]} >= {"fastest ours / monai torch fp32"}
+    assert "fastest ours / monai torch fp32:" in capsys.readouterr().out
+
+
+def test_gpu_check_quick_runs_the_benchmark_and_writes_json(tmp_path):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), "--quick"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check_quick.json").read_text())
+    assert {(row["task"], row["net"]) for row in report["rows"]} >= {("train 3D", "ours"), ("train 3D", "monai")}
+    assert "wrote" in done.stdout
+
+    bad = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--fast"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument '--fast'" in bad.stderr
