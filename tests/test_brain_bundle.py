@@ -1,8 +1,10 @@
-"""The brain-tissue bundle on the real MNI152 template, smoke-sized: dataset preparation, train, evaluate, infer,
-and the pictures they write (training curves, per-case montages).
+"""The brain-tissue bundle on the real MNI152 template, smoke-sized: dataset preparation, the training synthesis,
+train, evaluate, infer, the pictures they write (training curves, per-case montages), and two properties of
+inference on any input: the output is on the input's grid, and it holds no tissue outside the input's nonzero
+region.
 
-The template is read at 2 mm from the nilearn wheel and resampled to 4 mm by the bundle's ``spacing`` so that every
-command takes seconds.
+The template is read at 2 mm from the nilearn wheel (``--resolution 2``; the bundle's default is 1 mm) and resampled
+to 4 mm by the bundle's ``spacing`` so that every command takes seconds.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ from pictures import assert_real_picture
 
 from monai_unetpp.data.brain import (
     TISSUE_CLASSES,
+    RandTissueImaged,
+    RandTissueLabelsd,
     SoftLabeld,
+    load_mni152_tissues,
     patch_variation,
     prepare_mni152_dataset,
     tissue_labels,
     tissue_probabilities,
+    tissue_synthesis,
 )
+from monai_unetpp.transforms import nonzero_region
 from monai_unetpp.visualize import montage_size
 
 pytest.importorskip("nilearn")
@@ -44,19 +51,20 @@ SMOKE = {
     "val_interval": 1,
     "num_workers": 0,
     "spacing": [4.0, 4.0, 4.0],
+    "resolution": 2,
     "num_validation": 1,
     "num_test": 1,
     "progress_bar": False,
 }
 
 
-def workflow(root: Path, files: list[str], workflow_type: str | None) -> ConfigWorkflow:
+def workflow(root: Path, files: list[str], workflow_type: str | None, **overrides) -> ConfigWorkflow:
     flow = ConfigWorkflow(
         config_file=[str(BUNDLE / "configs" / f) for f in files],
         meta_file=str(BUNDLE / "configs" / "metadata.json"),
         workflow_type=workflow_type,
         bundle_root=str(root),
-        **SMOKE,
+        **{**SMOKE, **overrides},
     )
     flow.initialize()
     return flow
@@ -152,3 +160,80 @@ def test_inference_writes_segmentations_and_montages(trained):
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
     montage = trained / "eval" / "mni152_test_000_montage.png"
     assert_real_picture(montage, montage_size(3, has_label=True, num_classes=4))
+
+
+def test_synthesis_labels_open_csf_with_the_level_and_images_follow_the_labels():
+    probabilities = torch.zeros(4, 4, 1, 1)
+    probabilities[:, :, 0, 0] = torch.tensor(
+        [[1.0, 0.0, 0.0, 0.0], [0.0, 0.4, 0.4, 0.2], [0.0, 0.3, 0.5, 0.2], [0.0, 0.1, 0.2, 0.7]]
+    ).T  # background; GM + WM 0.6; GM + WM 0.7; WM
+
+    def labels_at(level):
+        return RandTissueLabelsd(csf_level=(level, level), gm_shift=(0.0, 0.0))({"probabilities": probabilities})
+
+    assert labels_at(0.5)["label"].flatten().tolist() == [0, 2, 2, 3]
+    assert labels_at(0.65)["label"].flatten().tolist() == [0, 1, 2, 3]
+    assert labels_at(0.8)["label"].flatten().tolist() == [0, 1, 1, 3] and "probabilities" not in labels_at(0.8)
+    with pytest.raises(ValueError, match="background, CSF, grey matter, white matter"):
+        RandTissueLabelsd()({"probabilities": probabilities[:3]})
+
+    label = torch.tensor([0, 1, 2, 3] * 250).reshape(1, 10, 10, 10).float()
+    synthesis = RandTissueImaged()
+    for seed in range(5):
+        synthesis.set_random_state(seed)
+        image = synthesis({"label": label})["image"]
+        means = [float(image[label == k].mean()) for k in range(4)]
+        assert means[0] == 0.0 and means[1] < means[2] < means[3]  # T1 order, random gaps
+
+    _, tissues, _ = load_mni152_tissues(2)
+    crop = torch.as_tensor(tissues[:, 0:40, 30:70, 30:70])  # the left border of the brain
+    variation = tissue_synthesis(spatial_size=(24, 24, 24))
+    variation.set_random_state(seed=0)
+    out = variation({"image": torch.zeros(1, 40, 40, 40), "label": torch.zeros(1, 40, 40, 40), "probabilities": crop})
+    assert out["image"].shape == out["label"].shape == (1, 24, 24, 24)
+    assert set(torch.unique(out["label"]).tolist()) == {0, 1, 2, 3}
+    assert (out["image"][out["label"] == 0] == 0).all() and (out["image"] >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def everything_is_grey_matter(trained, tmp_path_factory) -> Path:
+    """A bundle folder whose model labels every voxel grey matter, whatever its input: the worst case for the mask."""
+    root = tmp_path_factory.mktemp("grey")
+    state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    for name in [k for k in state if k.startswith("heads.") and k.endswith(".bias")]:
+        state[name] = torch.tensor([0.0, 0.0, 100.0, 0.0])
+    (root / "models").mkdir()
+    torch.save(state, root / "models" / "model.pt")
+    return root
+
+
+def infer(root: Path, name: str, image: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    (root / "in").mkdir(exist_ok=True)
+    path = root / "in" / f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(image.astype(np.float32), affine), path)
+    # windows of 64^3 (the network is fully convolutional): the padded volume in a few windows instead of 2,000
+    overrides = {"dataset#data": [{"image": str(path)}], "save_montages": False, "patch_size": [64, 64, 64]}
+    workflow(root, ["inference.json"], "infer", **overrides).run()
+    return nib.load(root / "eval" / f"{name}_seg.nii.gz")
+
+
+def test_an_all_zero_input_is_all_background(everything_is_grey_matter):
+    seg = infer(everything_is_grey_matter, "empty", np.zeros((32, 32, 32)), np.diag([1.0, 1.0, 1.0, 1.0]))
+    assert seg.shape == (32, 32, 32) and not np.asarray(seg.dataobj).any()
+
+
+def test_a_padded_brain_has_nothing_in_the_padding_and_comes_back_on_its_own_grid(everything_is_grey_matter):
+    """The template (every other voxel of the 2 mm one) padded by 40 empty voxels on each side, stored
+    left-posterior-superior at 4 x 4 x 5 mm: another orientation and an anisotropic grid, resampled to the bundle's
+    4 mm and back."""
+    image, _, _ = load_mni152_tissues(2)
+    padded = np.pad(image[::2, ::2, ::2], 40)
+    affine = np.diag([-4.0, -4.0, 5.0, 1.0])
+    affine[:3, 3] = [100.0, 120.0, -80.0]
+    seg = infer(everything_is_grey_matter, "padded", padded, affine)
+    assert seg.shape == padded.shape
+    np.testing.assert_allclose(seg.affine, affine, atol=1e-5)
+    labels = np.asarray(seg.dataobj)
+    allowed = nonzero_region(torch.as_tensor(padded)[None], 1)[0].numpy()
+    assert not labels[~allowed].any()  # nothing outside the brain dilated by one voxel, so nothing in the padding
+    assert (labels[padded > 0] == 2).mean() > 0.99  # and the brain is kept: the network says grey matter there

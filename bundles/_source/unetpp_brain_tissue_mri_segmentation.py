@@ -1,19 +1,20 @@
 # Copyright (c) monai-unetpp contributors
 # Licensed under the Apache License, Version 2.0 (the "License").
 """bundles/unetpp_brain_tissue_mri_segmentation: CSF, grey and white matter in skull-stripped T1 MRI, trained on
-synthetic variants of the MNI152 2009 template (``monai_unetpp.data.brain``).
+images synthesised from label maps of the MNI152 2009 template (``monai_unetpp.data.brain.tissue_synthesis``).
 
 It differs from the generic bundle in its data (the dataset is written from nilearn's templates on first use; the
 one training subject is drawn ``draws_per_epoch`` times per epoch), its preprocessing (percentile scaling; the
-training case's per-class probability maps are resampled with it) and its augmentation (the heavy variation of
-``monai_unetpp.data.brain`` instead of flips and a small affine).
+training case's per-class probability maps are resampled with it; inference keeps a copy of the input as loaded),
+its augmentation (every training patch is an image generated from a random label map, SynthSeg-style, instead of
+flips and a small affine) and its inference post-processing (no tissue outside the input's nonzero region).
 """
 
 from bundle_template import Bundle
 
 #: where the dataset is written and how many fixed variants it holds, in train.json and inference.json
 MNI152 = {
-    "resolution": 2,
+    "resolution": 1,
     "dataset_dir": "$os.path.join(@bundle_root, 'data', 'mni152_tissue_' + str(@resolution) + 'mm')",
     "num_validation": 4,
     "num_test": 4,
@@ -25,6 +26,8 @@ DATASET = (
 #: the training case also has "probabilities"; other cases do not
 KEYS = ["image", "label", "probabilities"]
 PATCH_WITH_MARGIN = "$[s + @crop_margin for s in @patch_size]"
+#: the input as loaded (its own grid), kept by inference for the mask of its post-processing; training skips it
+INPUT_COPY = "original_image"
 
 BUNDLE = Bundle(
     spatial_dims=3,
@@ -64,8 +67,8 @@ BUNDLE = Bundle(
         "b_max": 1.0,
         "clip": True,
     },
-    train_preprocessing_ids={},
-    inference_preprocessing_ids={},
+    train_preprocessing_ids={"keep_input": False},
+    inference_preprocessing_ids={"keep_input": True},
     deterministic_transforms=[
         {
             "_target_": "monai.transforms.LoadImaged",
@@ -76,6 +79,14 @@ BUNDLE = Bundle(
             "allow_missing_keys": True,
         },
         {"_target_": "monai.transforms.EnsureChannelFirstd", "keys": KEYS, "allow_missing_keys": True},
+        {
+            "_target_": "monai.transforms.CopyItemsd",
+            "_desc_": f"{INPUT_COPY}: the image on its own grid, before reorientation and resampling, for the mask "
+            "of the inference post-processing",
+            "_disabled_": "$not @keep_input",
+            "keys": "image",
+            "names": INPUT_COPY,
+        },
         {"_target_": "monai.transforms.Orientationd", "keys": KEYS, "axcodes": "RAS", "allow_missing_keys": True},
         {
             "_target_": "monai.transforms.Spacingd",
@@ -89,11 +100,6 @@ BUNDLE = Bundle(
     ],
     train_ids={"crop_margin": 16, "draws_per_epoch": 50},
     random_transforms=[
-        {
-            "_target_": "monai_unetpp.data.brain.volume_variation",
-            "_desc_": "on the whole volume: flip, bias field, gamma, intensity scale",
-            "keys": ["image", "label"],
-        },
         {
             "_target_": "monai.transforms.SpatialPadd",
             "keys": KEYS,
@@ -109,7 +115,8 @@ BUNDLE = Bundle(
         {
             "_target_": "monai.transforms.RandCropByLabelClassesd",
             "_desc_": "background, CSF, GM and WM equally often at the centre of a patch with crop_margin voxels to "
-            "spare for the deformation; background-centred patches teach the whole-image windows of inference",
+            "spare for the rotation; most background-centred patches are empty or hold a rim of brain, and teach "
+            "the empty and border windows of inference",
             "keys": KEYS,
             "allow_missing_keys": True,
             "label_key": "label",
@@ -120,11 +127,12 @@ BUNDLE = Bundle(
             "warn": False,
         },
         {
-            "_target_": "monai_unetpp.data.brain.patch_variation",
-            "_desc_": "on each patch: affine + elastic resampling to patch_size, low resolution, noise",
+            "_target_": "monai_unetpp.data.brain.tissue_synthesis",
+            "_desc_": "on each patch, SynthSeg-style: deformation of the probability maps, a label map at random "
+            "tissue levels, an image generated from it (random T1-ordered class intensities, blur and resolution, "
+            "bias field, noise, zero outside the brain)",
             "keys": ["image", "label"],
             "spatial_size": "@patch_size",
-            "num_classes": "@num_classes",
         },
     ],
     train_datasets={
@@ -151,5 +159,16 @@ BUNDLE = Bundle(
         "num_workers": 1,
     },
     validate_num_workers=0,
+    inference_postprocessing=[
+        {
+            "_target_": "monai_unetpp.transforms.MaskOutsideInputd",
+            "_desc_": "background wherever the input is zero farther than one voxel from its nonzero region (the "
+            "brain of a skull-stripped scan), on the input's own grid, whatever the field of view",
+            "keys": "pred",
+            "source_key": INPUT_COPY,
+            "margin": 1,
+            "remove_source": True,
+        }
+    ],
     evaluate_ids={"validate::dataset::data": "$@datalists['test']"},  # the test variants, not the validation ones
 )

@@ -1,7 +1,13 @@
 # Copyright (c) monai-unetpp contributors
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Brain-tissue segmentation data from the MNI152 template that nilearn ships, and the synthetic variation that
-turns its one (average) subject into a training and evaluation set.
+"""Brain-tissue segmentation data from the MNI152 template that nilearn ships, the synthetic variation that
+turns its one (average) subject into fixed evaluation variants, and the image synthesis that training uses.
+
+Training follows SynthSeg (Billot et al., "SynthSeg: Segmentation of brain MRI scans of any contrast and
+resolution without retraining", Medical Image Analysis 2023): every training patch is an image generated from a
+deformed label map, with random per-class intensities, blur, resolution, bias field and noise
+(:func:`tissue_synthesis`), so that the network learns where tissue borders are from contrast rather than from the
+intensities of one template.
 
 The MNI152 2009 T1 template, its grey- and white-matter probability maps and its brain mask are files inside the
 nilearn wheel (``pip install monai-unetpp[brain]``); nothing is downloaded.
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -24,23 +31,31 @@ from monai.transforms import (
     MaskIntensityd,
     Rand3DElasticd,
     RandAdjustContrastd,
+    RandAffined,
     RandBiasFieldd,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
+    Randomizable,
     RandScaleIntensityd,
     RandSimulateLowResolutiond,
+    RandSmoothDeformd,
+    ThresholdIntensityd,
 )
 
 from ..utils import atomic_folder
 
 __all__ = [
     "TISSUE_CLASSES",
+    "RandTissueImaged",
+    "RandTissueLabelsd",
     "SoftLabeld",
     "load_mni152_tissues",
     "patch_variation",
     "prepare_mni152_dataset",
     "synthetic_variation",
     "tissue_labels",
+    "tissue_synthesis",
     "tissue_probabilities",
     "volume_variation",
 ]
@@ -229,6 +244,190 @@ def patch_variation(
             RandSimulateLowResolutiond(keys=image_key, zoom_range=(0.75, 1.0), prob=0.3),
             RandGaussianNoised(keys=image_key, std=0.02, prob=0.5),
             MaskIntensityd(keys=image_key, mask_key=label_key),
+        ]
+    )
+
+
+class RandTissueLabelsd(Randomizable, MapTransform):
+    """Hard tissue labels from per-class probability maps, with the CSF and grey/white borders at random levels.
+
+    A brain voxel (background probability below 1/2) is CSF where ``p_GM + p_WM < csf_level``, else grey matter
+    where ``p_GM - p_WM >= gm_shift``, else white matter; ``csf_level`` and ``gm_shift`` are drawn once per call.
+    At ``csf_level = 1/2, gm_shift = 0`` this is close to :func:`tissue_labels`. The MNI152 maps are an average of
+    152 heads: at their 1/2 level the sulci are closed (8 % of the brain is CSF, where a single head's T1 shows
+    13-22 %). Higher levels open them along the valleys of the averaged tissue maps, where single heads have their
+    sulci, so one template yields label maps with a range of CSF and cortical thickness. The image is generated
+    from the label afterwards (:class:`RandTissueImaged`), so image and label always agree.
+
+    Args:
+        keys: the label key to write.
+        probability_key: the key of the ``(4, ...)`` probability maps (background, CSF, GM, WM); removed.
+        csf_level: range of ``csf_level``. Defaults to (0.5, 0.85): 8 to 20 % of the 1 mm template's brain is CSF.
+        gm_shift: range of ``gm_shift``. Defaults to (-0.1, 0.2).
+    """
+
+    def __init__(
+        self,
+        keys: str = "label",
+        probability_key: str = "probabilities",
+        csf_level: tuple[float, float] = (0.5, 0.85),
+        gm_shift: tuple[float, float] = (-0.1, 0.2),
+    ) -> None:
+        super().__init__(keys)
+        if not 0.0 < csf_level[0] <= csf_level[1] < 1.0:
+            raise ValueError(f"csf_level must be (low, high) with 0 < low <= high < 1, got {csf_level}.")
+        if not -1.0 < gm_shift[0] <= gm_shift[1] < 1.0:
+            raise ValueError(f"gm_shift must be (low, high) with -1 < low <= high < 1, got {gm_shift}.")
+        self.probability_key = probability_key
+        self.csf_level, self.gm_shift = csf_level, gm_shift
+        self.levels = (0.5, 0.0)
+
+    def randomize(self, data: Any = None) -> None:
+        self.levels = (self.R.uniform(*self.csf_level), self.R.uniform(*self.gm_shift))
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        if self.probability_key not in d:
+            raise KeyError(f"RandTissueLabelsd needs the probability maps under '{self.probability_key}'.")
+        p = torch.as_tensor(d.pop(self.probability_key))
+        if p.shape[0] != len(TISSUE_CLASSES):
+            raise ValueError(
+                f"'{self.probability_key}' has {p.shape[0]} channels, expected {len(TISSUE_CLASSES)} "
+                "(background, CSF, grey matter, white matter)."
+            )
+        self.randomize()
+        csf_level, gm_shift = self.levels
+        label = torch.where(p[2] - p[3] >= gm_shift, 2, 3)
+        label = torch.where(p[2] + p[3] < csf_level, 1, label)
+        label = torch.where(p[0] >= 0.5, 0, label)[None]
+        for key in self.keys:
+            d[key] = p[:1].clone().copy_(label)  # a MetaTensor in, a MetaTensor out, on the maps' grid
+        return d
+
+
+class RandTissueImaged(Randomizable, MapTransform):
+    """A T1-like image generated from a tissue label map: one random Gaussian intensity distribution per class.
+
+    As in SynthSeg (Billot et al. 2023), the image is ``mean[label] + std[label] * N(0, 1)`` with a mean and a
+    standard deviation drawn per class and call; unlike SynthSeg the means keep the T1 order (background 0 < CSF <
+    grey matter < white matter), with random gaps: white matter ``U(wm_mean)``, grey matter that times
+    ``U(gm_ratio)``, CSF the grey matter's times ``U(csf_ratio)``, and standard deviations ``U(0, max_std)`` times
+    the class mean. The bundle segments T1 scans only, so its training time goes to T1 contrasts of every kind
+    (different scanners, field strengths and sequences move these ratios) instead of arbitrary ones.
+    Background stays 0, as in a skull-stripped scan.
+
+    Args:
+        keys: the image key to write.
+        label_key: the key of the class-index label map.
+        wm_mean: range of the white-matter mean. Defaults to (0.6, 1.0).
+        gm_ratio: range of grey / white matter. Defaults to (0.45, 0.85).
+        csf_ratio: range of CSF / grey matter. Defaults to (0.1, 0.75).
+        max_std: largest within-class standard deviation, relative to the class mean. Defaults to 0.1.
+    """
+
+    def __init__(
+        self,
+        keys: str = "image",
+        label_key: str = "label",
+        wm_mean: tuple[float, float] = (0.6, 1.0),
+        gm_ratio: tuple[float, float] = (0.45, 0.85),
+        csf_ratio: tuple[float, float] = (0.1, 0.75),
+        max_std: float = 0.1,
+    ) -> None:
+        super().__init__(keys)
+        for name, (low, high) in (("wm_mean", wm_mean), ("gm_ratio", gm_ratio), ("csf_ratio", csf_ratio)):
+            if not 0.0 < low <= high:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {(low, high)}.")
+        if max_std < 0:
+            raise ValueError(f"max_std must be >= 0, got {max_std}.")
+        self.label_key = label_key
+        self.wm_mean, self.gm_ratio, self.csf_ratio, self.max_std = wm_mean, gm_ratio, csf_ratio, max_std
+        self.means = torch.tensor([0.0, 0.2, 0.5, 0.8])
+        self.stds = torch.zeros(4)
+
+    def randomize(self, data: Any = None) -> None:
+        wm = self.R.uniform(*self.wm_mean)
+        gm = wm * self.R.uniform(*self.gm_ratio)
+        csf = gm * self.R.uniform(*self.csf_ratio)
+        self.means = torch.tensor([0.0, csf, gm, wm], dtype=torch.float32)
+        self.stds = self.means * torch.as_tensor(self.R.uniform(0.0, self.max_std, size=4), dtype=torch.float32)
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        label = torch.as_tensor(d[self.label_key]).long()
+        if label.min() < 0 or label.max() >= len(TISSUE_CLASSES):
+            raise ValueError(f"'{self.label_key}' must hold class indices 0-3, found {label.min()}-{label.max()}.")
+        self.randomize()
+        noise = torch.as_tensor(self.R.standard_normal(label.shape), dtype=torch.float32)
+        image = self.means[label] + self.stds[label] * noise
+        for key in self.keys:
+            d[key] = d[self.label_key].clone().to(torch.float32).copy_(image)  # the label's grid and metadata
+        return d
+
+
+def tissue_synthesis(
+    keys: tuple[str, str] = ("image", "label"),
+    spatial_size: int | tuple[int, int, int] | None = None,
+    probability_key: str = "probabilities",
+) -> Compose:
+    """The training patch of the bundle: a random label map from the template's deformed probability maps and an
+    image generated from it (SynthSeg, Billot et al. 2023), in the order a scanner would make it.
+
+    - geometry: left-right flip (p 0.5), an affine resampling of the probability maps to the patch with rotation
+      (up to 15 degrees per axis), scaling (+-12 %) and shear (+-5 %), then a smooth nonlinear deformation (a
+      random 5 x 5 x 5 displacement grid upsampled to the patch, up to 0.12 in normalised coordinates: two
+      voxels), bilinear; SynthSeg's coarse-grid field, a quarter of the cost of ``Rand3DElasticd``'s Gaussian
+      smoothing of a full-size field;
+    - labels: :class:`RandTissueLabelsd` at random CSF and grey/white levels;
+    - intensities: :class:`RandTissueImaged`, random T1-ordered class means and within-class spread;
+    - partial volume and resolution: Gaussian blur with a standard deviation of 0.3-1.2 voxels drawn per axis
+      (p 0.8), and down- then up-sampling by a factor 0.33-1 (p 0.3): 1 to 3 mm voxels at 1 mm, anisotropic blur;
+    - bias field: a multiplicative polynomial of degree 3 over the patch, coefficients up to 0.04 (p 0.8), and
+      a patch-wide factor 0.7-1.3, the level of a patch in a brighter or darker part of a biased scan;
+    - contrast: gamma 0.8-1.25 (p 0.5);
+    - noise: Gaussian, standard deviation up to 0.04 (p 0.8);
+    - skull stripping: zero outside the brain (label > 0) and no negative values.
+
+    Args:
+        keys: the image and label keys; both are written.
+        spatial_size: output size of the resampling (the training patch); None keeps the input size.
+        probability_key: the key of the ``(4, ...)`` probability maps (background, CSF, GM, WM) the label comes
+            from; removed.
+    """
+    image_key, label_key = keys
+    return Compose(
+        [
+            RandFlipd(keys=probability_key, prob=0.5, spatial_axis=0),
+            RandAffined(
+                keys=probability_key,
+                spatial_size=spatial_size,
+                prob=1.0,
+                rotate_range=(0.26, 0.26, 0.26),
+                shear_range=(0.05, 0.05, 0.05),
+                scale_range=(0.12, 0.12, 0.12),
+                mode="bilinear",
+                padding_mode="border",
+            ),
+            RandSmoothDeformd(
+                keys=probability_key,
+                spatial_size=spatial_size,
+                rand_size=(5, 5, 5),
+                def_range=0.12,
+                field_mode="trilinear",
+                grid_mode="bilinear",
+                grid_padding_mode="border",
+                prob=1.0,
+            ),
+            RandTissueLabelsd(keys=label_key, probability_key=probability_key),
+            RandTissueImaged(keys=image_key, label_key=label_key),
+            RandGaussianSmoothd(keys=image_key, sigma_x=(0.3, 1.2), sigma_y=(0.3, 1.2), sigma_z=(0.3, 1.2), prob=0.8),
+            RandSimulateLowResolutiond(keys=image_key, zoom_range=(0.33, 1.0), prob=0.3),
+            RandBiasFieldd(keys=image_key, degree=3, coeff_range=(0.0, 0.04), prob=0.8),
+            RandScaleIntensityd(keys=image_key, factors=0.3, prob=1.0),
+            RandAdjustContrastd(keys=image_key, gamma=(0.8, 1.25), prob=0.5),
+            RandGaussianNoised(keys=image_key, std=0.04, prob=0.8),
+            MaskIntensityd(keys=image_key, mask_key=label_key),
+            ThresholdIntensityd(keys=image_key, threshold=0.0, above=True, cval=0.0),
         ]
     )
 
