@@ -164,3 +164,9 @@ def test_one_epoch_trains_with_the_plan_as_the_only_extra_config(planned, name, 
         )
         seg = nib.load(tmp_path / "eval" / image.name.replace(".nii.gz", "_seg.nii.gz"))
         assert seg.shape == nib.load(image).shape
+
+
+def test_the_command_line_names_a_missing_dataset(tmp_path, capsys):
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "plan.yaml")]) == 2
+    assert f"dataset {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "plan.yaml").exists()

@@ -31,17 +31,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work-dir", help="keep DataAnalyzer's datalist and data_stats.yaml here")
     args = parser.parse_args(argv)
 
-    modality = args.modality or dataset_modality(args.dataset)
-    stats = fingerprint(args.dataset, args.work_dir, spatial_dims=args.spatial_dims)
-    plan = make_plan(
-        stats,
-        modality=modality,
-        gpu_memory_gib=args.gpu_memory,
-        spatial_dims=args.spatial_dims,
-        base_features=args.base_features,
-        max_features=args.max_features,
-        max_levels=args.max_levels,
-    )
+    try:
+        modality = args.modality or dataset_modality(args.dataset)
+        stats = fingerprint(args.dataset, args.work_dir, spatial_dims=args.spatial_dims)
+        plan = make_plan(
+            stats,
+            modality=modality,
+            gpu_memory_gib=args.gpu_memory,
+            spatial_dims=args.spatial_dims,
+            base_features=args.base_features,
+            max_features=args.max_features,
+            max_levels=args.max_levels,
+        )
+    except ValueError as error:  # DatasetError included: the message names the file or argument and the fix
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     out = plan.to_yaml(args.out)
     fingerprint_file = out.with_name(f"{out.stem}_fingerprint.yaml")
     fingerprint_file.write_text(yaml.safe_dump(stats["stats_summary"], sort_keys=False))
