@@ -20,8 +20,9 @@ alive at its peak, the start of the backward pass:
     concatenation;
   - an encoder node below level 0 saves the max-pooled tensor (the previous level's width) and the int64 indices of
     the pooling (twice the bytes of an fp32 tensor of that size);
-  - with ``checkpointing``, a node keeps only its inputs and its output: the block's inner tensors are recomputed
-    in backward, one node at a time (one node's tensors are added back as the recomputation's peak);
+  - with ``checkpointing``, a node keeps only its inputs and its output: the block's inner tensors (and an encoder
+    node's pooling) are recomputed in backward, one node at a time (one node's tensors are added back as the
+    recomputation's peak);
   - every head saves its logits, the softmax and log-softmax of the loss and their one-hot product:
     ``HEAD_TENSORS`` tensors of ``out_channels`` channels at full resolution, plus the one-hot label;
 
@@ -226,12 +227,13 @@ def predict_training_memory(
     largest_concat = 0
     recompute_peak = 0
     for i in range(depth + 1):
-        # encoder node X^{i,0}
-        if i > 0:
-            pooled = voxels[i] * features[i - 1]
-            activations += pooled * (conv_bytes + _INT64)
-        activations += node_inner(i) if not checkpointing else voxels[i] * features[i] * norm_bytes
-        recompute_peak = max(recompute_peak, node_inner(i))
+        # encoder node X^{i,0}: the pooling is inside the node, so checkpointing recomputes it too
+        pooled = voxels[i] * features[i - 1] * (conv_bytes + _INT64) if i > 0 else 0
+        if checkpointing:
+            activations += voxels[i] * features[i] * norm_bytes
+        else:
+            activations += pooled + node_inner(i)
+        recompute_peak = max(recompute_peak, pooled + node_inner(i))
     for j in range(1, depth + 1):
         for i in range(depth - j + 1):
             concat = voxels[i] * features[i] * (j + 1) * conv_bytes
