@@ -83,7 +83,7 @@ BUNDLE = Bundle(
             "_target_": "monai.transforms.CopyItemsd",
             "_desc_": f"{INPUT_COPY}: the image on its own grid, before reorientation and resampling, for the mask "
             "of the inference post-processing",
-            "_disabled_": "$not @keep_input",
+            "_disabled_": "$not monai_unetpp.bundle.to_bool(@keep_input, 'keep_input')",
             "keys": "image",
             "names": INPUT_COPY,
         },
