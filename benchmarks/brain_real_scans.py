@@ -181,7 +181,7 @@ def montage(filename: Path, image: np.ndarray, reference: np.ndarray, pred: np.n
 
     spacing = nib.affines.voxel_sizes(affine)
     names = ["background", "CSF", "grey matter", "white matter"]
-    save_montage(filename, image[None], pred, reference, class_names=names, spacing=spacing)
+    save_montage(filename, image[None], pred[None], reference[None], class_names=names, spacing=spacing)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scan", nargs=3, action="append", default=[], metavar=("NAME", "IMAGE", "MASK"))
     parser.add_argument("--pad", type=int, default=40, help="empty voxels on every side of the padded copy, 0: none")
     parser.add_argument("--no-mni152", action="store_true", help="leave the MNI152 template out")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="measure these scans only")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if not args.model.is_file():
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         scans = load_scans(args.scan) + ([] if args.no_mni152 else [mni152_scan(work)])
+        scans = [scan for scan in scans if args.only is None or scan["name"] in args.only]
         for scan in scans:
             name = scan["name"]
             image_nii = nib.load(scan["image"])
