@@ -12,10 +12,10 @@ untrained: the time does not depend on the weights), route 2. The studies are th
 
 Each request is ``MONAILabelClient.infer`` (``POST /infer/<model>?image=<id>``, the label file back), timed by the
 client from request to file. After one warm-up request: ``--single`` requests one after another, then
-``--concurrent`` requests sent at once from as many threads (images in turn; MONAI Label runs them all at once,
-with no queue). Prints p50/p95/max per phase, the wall time of the concurrent phase, the CPU model, the torch
-threads and the load average (the server shares the machine with whatever else runs). The server listens on
-127.0.0.1 only and is stopped at the end.
+``--concurrent`` requests sent at once from as many threads (images in turn; MONAI Label 0.8.5 answers them one
+after another: its async ``/infer`` endpoint runs the model on the event loop). Prints p50/p95/max per phase, the
+wall time of the concurrent phase, the CPU model, the torch threads and the load average (the server shares the
+machine with whatever else runs). The server listens on 127.0.0.1 only and is stopped at the end.
 
 There is no BasicUNetPlusPlus ratio here: MONAI's network has no MONAI Label task to serve it; the network-level
 comparison is ``benchmarks/benchmark.py``.
