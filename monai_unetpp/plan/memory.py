@@ -31,8 +31,8 @@ alive at its peak, the start of the backward pass:
 
 The count follows the plain layers (``monai_unetpp.networks.set_fast_paths(False)``), which are what every device
 other than the CPU runs; the CPU fast paths save less (no concatenation). Under mixed precision (``"amp"``) the
-convolutions' inputs and outputs are stored in 16 bits and the instance norm's output in 32 bits, as CUDA's autocast
-does.
+activations are stored in 16 bits: CUDA's autocast runs the convolutions in float16, and instance norm, on neither of
+its lists, keeps its input's type; the heads' softmax and log-softmax (on its float32 list) stay in 32 bits.
 
 What the count leaves out is the convolution backends' own workspace: cuDNN's is bounded and small next to the
 activations of a planned patch, but on the CPU PyTorch runs a **batch-1** 3D convolution with few channels through
@@ -213,7 +213,9 @@ def predict_training_memory(
     inputs = voxels[0] * (in_channels + 1) * _FP32
 
     conv_bytes = _HALF if precision == "amp" else _FP32
-    norm_bytes = _FP32  # the instance norm's output (and the in-place activation on it) stays in fp32 under autocast
+    # CUDA's autocast runs convolutions in float16 and leaves instance norm (on neither of its lists) in its input's
+    # type, so under amp the norm's output, and the in-place activation on it, are 16-bit too
+    norm_bytes = conv_bytes
     if precision == "amp":
         # autocast keeps its own 16-bit copy of every weight during forward
         inputs += params * _HALF
