@@ -107,6 +107,8 @@ def test_the_patch_and_batch_fill_the_budget_and_no_more(planned):
     assert make_plan(stats, modality="MR", gpu_memory_gib=0.02, base_features=4).intensity["scheme"] == "zscore"
     with pytest.raises(ValueError, match="gpu_memory_gib=1e-05 cannot hold"):
         make_plan(stats, gpu_memory_gib=1e-5)
+    with pytest.raises(ValueError, match="describe 3D images .* but spatial_dims=2"):
+        make_plan(stats, spatial_dims=2)
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,10 @@ Examples::
 
 from .fingerprint import dataset_modality, fingerprint, training_cases
 from .memory import MemoryEstimate, measure_training_memory, predict_training_memory
-from .planner import DEFAULT_GPU_MEMORY_GIB, MODALITIES, Plan, make_plan
+from .planner import DEFAULT_GPU_MEMORY_GIB, Plan, make_plan
 
 __all__ = [
     "DEFAULT_GPU_MEMORY_GIB",
-    "MODALITIES",
     "MemoryEstimate",
     "Plan",
     "dataset_modality",

@@ -17,15 +17,13 @@ import yaml
 from . import rules
 from .memory import predict_training_memory
 
-__all__ = ["DEFAULT_GPU_MEMORY_GIB", "MODALITIES", "Plan", "make_plan"]
+__all__ = ["DEFAULT_GPU_MEMORY_GIB", "Plan", "make_plan"]
 
 #: the GPU memory a plan is sized for by default: nnU-Net's reference budget (about 8 GB)
 DEFAULT_GPU_MEMORY_GIB = 8.0
 #: share of the GPU memory the predicted peak may use: the CUDA context, the caching allocator's fragmentation and
 #: cuDNN's workspace take the rest
 USABLE_SHARE = 0.85
-#: the modalities whose normalisation differs; any other is normalised as MR
-MODALITIES = ("CT", "MR")
 #: a step's patches may cover at most this share of the dataset's voxels (nnU-Net: small datasets get smaller
 #: batches instead of steps that see most of the data at once)
 MAX_BATCH_DATASET_SHARE = 0.05
@@ -134,7 +132,7 @@ class Plan:
             "# train.json or inference.json; "
             f"the choices and their reasons are in {summary_path(path).name}\n"
         )
-        path.write_text(header + yaml.safe_dump(self.to_bundle_config(), sort_keys=False, default_flow_style=None))
+        path.write_text(header + yaml.dump(self.to_bundle_config(), Dumper=_FragmentDumper, sort_keys=False))
         summary_path(path).write_text(yaml.safe_dump(self.summary(), sort_keys=False))
         return path
 
@@ -157,13 +155,25 @@ class Plan:
             ),
             (
                 "memory (GiB)",
-                f"{self.predicted_memory_gib:.2f} / {self.gpu_memory_gib:g}",
+                f"{self.predicted_memory_gib:.3g} / {self.gpu_memory_gib:g}",
                 f"predicted training peak ({self.precision}) of the GPU budget",
             ),
         ]
         width = max(len(r[0]) for r in rows)
         value_width = max(len(r[1]) for r in rows)
         return "\n".join(f"{name:<{width}}  {value:<{value_width}}  {why}".rstrip() for name, value, why in rows)
+
+
+class _FragmentDumper(yaml.SafeDumper):
+    """YAML with lists of numbers on one line (``[2, 2, 1]``) and components in block style."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flat = all(not isinstance(v, (list, dict)) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+_FragmentDumper.add_representer(list, _represent_list)
 
 
 def summary_path(path: Path) -> Path:
@@ -222,10 +232,14 @@ def _cases(data_stats: Mapping[str, Any], summary: Mapping[str, Any], dims: int)
             shape = image["shape"][0] if isinstance(image["shape"][0], Sequence) else image["shape"]
             shapes.append([float(s) for s in shape][:dims])
             spacings.append([float(s) for s in image["spacing"]][:dims])
-    if not shapes:
+    if not shapes:  # data_stats.yaml holds the summary only (DataAnalyzer writes the cases to another file)
         shapes = [[float(s) for s in _get(summary, "image_stats", "shape", "median")][:dims]]
         spacings = [[float(s) for s in _get(summary, "image_stats", "spacing", "median")][:dims]]
     return shapes, spacings
+
+
+def _num_cases(summary: Mapping[str, Any], shapes: list) -> int:
+    return int(summary.get("n_cases", len(shapes))) if len(shapes) == 1 else len(shapes)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -289,15 +303,19 @@ def make_plan(
 
     # spacing and the shape of the median case there
     shapes, spacings = _cases(data_stats, summary, spatial_dims)
-    median_spacing = [float(s) for s in _get(summary, "image_stats", "spacing", "median")][:spatial_dims]
+    median_spacing = [float(s) for s in _get(summary, "image_stats", "spacing", "median")]
+    if len(median_spacing) != spatial_dims:
+        raise ValueError(
+            f"data_stats describe {len(median_spacing)}D images (spacing {median_spacing}), but spatial_dims="
+            f"{spatial_dims}; pass spatial_dims={len(median_spacing)} or fingerprint the intended images."
+        )
     tenth = [float(s) for s in _get(summary, "image_stats", "spacing", "percentile_10_0")][:spatial_dims]
     shape_at_median = rules.median_shape(shapes, spacings, median_spacing)
     spacing = rules.target_spacing(median_spacing, tenth, shape_at_median)
-    anisotropic = spacing != median_spacing
-    reasons["spacing"] = (
-        f"median spacing {_axes(median_spacing)}; low-resolution axis at its 10th percentile (anisotropic data)"
-        if anisotropic
-        else f"median spacing of the {len(shapes)} cases"
+    low_axis = rules.low_resolution_axis(median_spacing, shape_at_median)
+    num_cases = _num_cases(summary, shapes)
+    reasons["spacing"] = f"median of the {num_cases} cases" + (
+        f"; anisotropic, axis {low_axis} at its 10th percentile (>= the other axes)" if low_axis is not None else ""
     )
     shape = rules.median_shape(shapes, spacings, spacing)
 
@@ -381,8 +399,7 @@ def make_plan(
     dataset_voxels = sum(
         math.prod(np.asarray(s) * np.asarray(sp) / np.asarray(spacing)) for s, sp in zip(shapes, spacings, strict=True)
     )
-    if len(shapes) == 1:  # the summary only: the median case times the number of cases
-        dataset_voxels *= int(float(_get(summary, "n_cases")) if "n_cases" in summary else 1)
+    dataset_voxels *= num_cases / len(shapes)  # the summary only: the median case times the number of cases
     cap = max(MIN_BATCH, int(MAX_BATCH_DATASET_SHARE * dataset_voxels / math.prod(padded)))
     batch = MIN_BATCH
     while batch < cap and peak(padded, strides, kernels, widths, batch + 1) <= budget:
@@ -410,7 +427,7 @@ def make_plan(
         intensity=intensity,
         class_ratios=ratios,
         gpu_memory_gib=float(gpu_memory_gib),
-        predicted_memory_gib=round(predicted, 4),
+        predicted_memory_gib=predicted,
         precision=precision,
         reasons=reasons,
     )
