@@ -20,6 +20,7 @@ __all__ = [
     "class_ratios",
     "feature_widths",
     "is_ct",
+    "low_resolution_axis",
     "median_shape",
     "mask_for_normalisation",
     "shape_divisor",
@@ -55,15 +56,29 @@ def target_spacing(median: Sequence[float], tenth_percentile: Sequence[float], m
         [0.8, 0.8, 3.0]
     """
     spacing = [float(s) for s in median]
-    axis = int(np.argmax(spacing))
-    others = [d for d in range(len(spacing)) if d != axis]
-    if not others:
-        return spacing
-    coarsest_other = max(spacing[d] for d in others)
-    smallest_other = min(median_shape[d] for d in others)
-    if spacing[axis] > ANISOTROPY_RATIO * coarsest_other and median_shape[axis] * ANISOTROPY_RATIO < smallest_other:
+    axis = low_resolution_axis(spacing, median_shape)
+    if axis is not None:
+        coarsest_other = max(s for d, s in enumerate(spacing) if d != axis)
         spacing[axis] = max(float(tenth_percentile[axis]), coarsest_other)
     return spacing
+
+
+def low_resolution_axis(median: Sequence[float], median_shape: Sequence[float]) -> int | None:
+    """The axis of an anisotropic dataset whose spacing is more than :data:`ANISOTROPY_RATIO` times the others'
+    coarsest and whose size is that many times smaller than the others' smallest; None for other datasets.
+
+    Examples::
+
+        >>> low_resolution_axis([0.8, 0.8, 5.0], [512, 512, 40])
+        2
+    """
+    axis = int(np.argmax(median))
+    others = [d for d in range(len(median)) if d != axis]
+    if not others:
+        return None
+    coarse = median[axis] > ANISOTROPY_RATIO * max(median[d] for d in others)
+    few = median_shape[axis] * ANISOTROPY_RATIO < min(median_shape[d] for d in others)
+    return axis if coarse and few else None
 
 
 def median_shape(shapes: Sequence[Sequence[int]], spacings: Sequence[Sequence[float]], target: Sequence[float]) -> list:
