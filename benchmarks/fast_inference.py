@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import monai
@@ -151,14 +152,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     outputs: dict[str, torch.Tensor] = {}
     first_call_s: dict[str, float] = {}
+    deconvolutions: dict[str, list] = {}  # the transposed convolutions' kernels left in each OpenVINO graph
     calls = {}
+    runtime.compiled_networks.clear()
+    runtime.compiled_networks.max_size = len(paths)  # every path stays converted while they alternate
     for name, (net, options) in paths.items():
         inferer = UNetPlusPlusInferer(args.roi, sw_batch_size=4, overlap=0.25, **options)
         calls[name] = lambda inferer=inferer, net=net: inferer(image, net)
+        converted = list(runtime.compiled_networks)
         start = time.perf_counter()
         with torch.no_grad():
             outputs[name] = calls[name]()  # converts and compiles the OpenVINO paths
         first_call_s[name] = time.perf_counter() - start
+        for entry in runtime.compiled_networks:
+            if all(entry is not old for old in converted):
+                deconvolutions[name] = [list(k) for k in entry.transposed_convolution_kernels()]
 
     def no_grad(fn):
         def call():
@@ -216,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         "roi": args.roi,
         "train": {"steps": args.train_steps, "seconds": train_s, "first_loss": losses[0], "last_loss": losses[-1]},
         "fastest_ours": fastest,
+        "openvino_transposed_convolution_kernels": deconvolutions,
         "rows": rows,
         "targets": targets,
     }
@@ -232,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{row['argmax_agreement_with_reference']:.5f} | {row['argmax_agreement_with_own_torch_fp32']:.5f} | "
             f"{row['dice']:.4f} | {row['first_call_s']:.1f} |"
         )
+    for name, kernels in deconvolutions.items():
+        print(f"{name}: transposed convolutions in the graph, by kernel: {dict(Counter(map(tuple, kernels)))}")
     print(f"\nfastest ours at full depth: {fastest}")
     for t in targets:
         verdict = "met" if t["value"] <= t["target"] else "NOT met"

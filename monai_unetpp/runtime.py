@@ -24,7 +24,7 @@ import hashlib
 import importlib
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -364,16 +364,20 @@ class CompiledNetworkCache:
     default widths on 2 CPU cores).
 
     Args:
-        max_size: how many converted networks to keep. Defaults to 4.
+        max_size: how many converted networks to keep. Defaults to 8 (both inference modes at 4 depths).
     """
 
-    def __init__(self, max_size: int = 4) -> None:
+    def __init__(self, max_size: int = 8) -> None:
         self.max_size = max_size
         self.conversions = 0
         self._entries: OrderedDict[tuple, OpenVINONetwork] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __iter__(self) -> Iterator[OpenVINONetwork]:
+        """The converted networks, least recently used first."""
+        return iter(list(self._entries.values()))
 
     def clear(self) -> None:
         """Drop every converted network (and reset ``conversions``)."""

@@ -53,7 +53,7 @@ def test_openvino_gives_torch_label_maps_converts_once_and_again_after_training(
     assert out.shape == reference.shape
     assert torch.equal(out.argmax(1), reference.argmax(1))
     assert (out - reference).abs().max() < 1e-4 * reference.abs().max()
-    (entry,) = cache._entries.values()
+    (entry,) = cache
     assert cache.conversions == 1 and entry.compiled_batches == [2, 4]  # the last, smaller batch compiled too
     # the network's own decisions for this window shape fold every node's upsampling, and the graph computes no
     # kernel: three 4^3 transposed convolutions, where the plain layers have three 2^3 ones and three more
@@ -82,7 +82,7 @@ def test_openvino_runs_the_pruned_network_in_mean_mode(cache):
     out = infer(net, image, backend="openvino", inference_mode=inference_mode, inference_depth=2)
     assert torch.equal(out.argmax(1), reference.argmax(1))
     assert (out - reference).abs().max() < 1e-4 * reference.abs().max()
-    (entry,) = cache._entries.values()
+    (entry,) = cache
     # UNet++ L2 alone: two poolings and three decoder nodes, each with one (folded) transposed convolution
     counts = entry.op_counts()
     assert counts["MaxPool"] == 2 and counts["ConvolutionBackpropData"] == 3
