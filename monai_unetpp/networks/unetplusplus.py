@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from monai.data import MetaTensor
 from monai.networks.blocks import UpSample
 from monai.networks.layers.factories import Conv, Pool, split_args
+from monai.utils import convert_to_dst_type
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import ConvBlock
@@ -149,6 +151,21 @@ def _level_kernel_sizes(kernel_size: Any, spatial_dims: int, levels: int) -> tup
             raise ValueError(f"{name} must be a positive odd number (or one per axis), got {k!r}; {fix}")
         sizes.append(size)
     return tuple(sizes)
+
+
+@torch.compiler.disable
+def _plain(x: MetaTensor) -> torch.Tensor:
+    return x.as_tensor()
+
+
+@torch.compiler.disable
+def _with_meta_of(x: MetaTensor, out: torch.Tensor | list[torch.Tensor]) -> MetaTensor | list[MetaTensor]:
+    """``out`` (a Tensor or a list of them) as MetaTensors with ``x``'s metadata, as MONAI's
+    ``sliding_window_inference`` gives its outputs."""
+    meta = MetaTensor([]).copy_meta_from(x, copy_attr=False)
+    if isinstance(out, list):
+        return [convert_to_dst_type(head, meta)[0] for head in out]
+    return convert_to_dst_type(out, meta)[0]
 
 
 def _crop_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -328,6 +345,14 @@ class UNetPlusPlus(nn.Module):
 
     The per-axis settings are kept as ``strides`` (per downsampling, per axis) and ``kernel_sizes`` (per level,
     per axis) attributes.
+
+    MONAI's MetaTensors (what its DataLoaders yield) go in as they are: the network computes on their plain data
+    and returns MetaTensors with the input's metadata, as MONAI's ``sliding_window_inference`` does, and
+    ``torch.compile(net, fullgraph=True)`` makes one graph for them (see :py:meth:`__call__`). MONAI 1.6.1's
+    ``SupervisedTrainer(compile=True)`` cannot take the deep-supervision list: after the step it wraps the
+    prediction in one MetaTensor (``ValueError: only one element tensors can be converted to Python scalars``).
+    Compile the network itself instead and leave ``compile`` off: ``net.compile()`` (in place: the same module,
+    optimizer parameters and ``state_dict`` keys), then ``SupervisedTrainer(network=net, ...)``.
 
     Examples::
 
@@ -613,6 +638,26 @@ class UNetPlusPlus(nn.Module):
                 "pad or resize the input."
             )
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``forward`` on the plain data of a ``monai.data.MetaTensor`` input, its outputs given the input's
+        metadata; other inputs go to ``forward`` as they are.
+
+        MetaTensor's ``__torch_function__`` copies the metadata at every operation: in eager that is overhead, and
+        ``torch.compile`` cannot trace it (a graph break at each operation, then the recompile limit), nor the
+        unwrapping (``MetaTensor.as_tensor``). So the unwrapping happens here, in a frame that ``torch.compile``
+        leaves to Python (its code is skipped, not what it calls: the network's own call below is compiled, one
+        graph on plain Tensors). The outputs, also in training's list, are MetaTensors with the input's metadata,
+        as MONAI's ``sliding_window_inference`` returns them (``copy_meta_from(inputs, copy_attr=False)``).
+        """
+        x = args[0] if args else kwargs.get("x")
+        if not isinstance(x, MetaTensor):
+            return super().__call__(*args, **kwargs)
+        if args:
+            args = (_plain(x), *args[1:])
+        else:
+            kwargs = {**kwargs, "x": _plain(x)}
+        return _with_meta_of(x, super().__call__(*args, **kwargs))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -630,7 +675,8 @@ class UNetPlusPlus(nn.Module):
 
         Returns:
             a list of head logits, final first, in training mode with deep supervision; otherwise one Tensor
-            ``(batch, out_channels, *spatial)``.
+            ``(batch, out_channels, *spatial)``. For a ``monai.data.MetaTensor`` input, MetaTensors with its
+            metadata (see :py:meth:`__call__`).
         """
         if mode is not None:
             if torch.jit.is_scripting():
@@ -705,5 +751,9 @@ class UNetPlusPlus(nn.Module):
             small.inference_mode = "final"
         return small
 
+
+# the frame alone, as torch.compiler.disable(recursive=False) does, which torch.export refuses to run even for
+# plain Tensors: a skipped code object is left to Python only by torch.compile, and is ordinary code otherwise
+torch._dynamo.eval_frame.skip_code(UNetPlusPlus.__call__.__code__)
 
 UNetPP = UnetPlusPlus = unetplusplus = UNetPlusPlus
