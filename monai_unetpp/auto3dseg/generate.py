@@ -19,7 +19,6 @@ writes:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -46,8 +45,6 @@ __all__ = [
     "update_fragment",
     "write_algorithm",
 ]
-
-logger = logging.getLogger(__name__)
 
 BUNDLE = "unetpp_3d_segmentation"
 """The shipped bundle whose configs an algorithm folder runs."""
