@@ -131,13 +131,20 @@ def weights_fingerprint(network: nn.Module) -> str:
 
 
 class _OneOutput(nn.Module):
-    """``network(x, **settings)`` as one Tensor: a traced graph has a single output (lists reduced by mode)."""
+    """``network(x, **settings)`` as one Tensor: a traced graph has a single output (lists reduced by mode).
+
+    The network is held in a tuple, not as a submodule: tracing then records its weights as constants and does not
+    compile the network's ``@torch.jit.export`` methods, which the graph does not need."""
 
     def __init__(self, network: nn.Module, settings: dict[str, Any], inference_mode: str) -> None:
         super().__init__()
-        self.network = network
+        self.held = (network,)
         self.settings = settings
         self.inference_mode = inference_mode
+
+    @property
+    def network(self) -> nn.Module:
+        return self.held[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.network(x, **self.settings)
@@ -234,9 +241,11 @@ def export_copy(
         net = copy.deepcopy(net).eval()
         if inference_depth is not None:
             settings["inference_depth"] = inference_depth
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)  # the copy's weights become constants of the traced graph
     mode = inference_mode or getattr(net, "inference_mode", "final")
     module = _OneOutput(net, settings, mode).eval()
-    folds = [m for m in module.modules() if isinstance(m, UpsamplingFold)]
+    folds = [m for m in net.modules() if isinstance(m, UpsamplingFold)]
     for fold in folds:
         stand_in = _ConstantFold(fold)
         fold.applies, fold.conv = stand_in.applies, stand_in.conv  # instance attributes: only this copy
