@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     ),
                 }
             else:
-                padded_scores = {"bundle_padded_outside_mask": float("nan"), "bundle_padded_dice": [float("nan")] * 3}
+                padded_scores = {}
             row = {
                 "scan": name,
                 "shape": list(image.shape),
@@ -262,13 +262,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row["bundle_dice_own_label"] = dice_per_class(pred, scan["own_label"], mask)
                 row["baseline_dice_own_label"] = dice_per_class(baseline, scan["own_label"], mask)
             for key in ("baseline_dice", "bundle_dice", "bundle_padded_dice"):
-                row[key.replace("dice", "mean")] = float(np.mean(row[key]))
+                if key in row:
+                    row[key.replace("dice", "mean")] = float(np.mean(row[key]))
             rows.append(row)
             print(json.dumps(row))
             montage(args.out / f"real_scans_{args.label}_{name}.png", stripped, reference, pred, affine)
 
     results = {"model": str(args.model), "label": args.label, "cpu": cpu, "pad": args.pad, "rows": rows}
-    (args.out / f"real_scans_{args.label}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"real_scans_{args.label}.json").write_text(json.dumps(results, indent=4) + "\n")
     table = [
         "| scan | grid | k-means mean Dice | bundle CSF / GM / WM | bundle mean Dice | bundle CSF share (reference) "
         "| tissue outside the mask | same, padded by " + str(args.pad) + " | inference |",
@@ -280,11 +281,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"| {r['scan']} | {grid} | {r['baseline_mean']:.3f} | "
             + " / ".join(f"{d:.3f}" for d in r["bundle_dice"])
             + f" | **{r['bundle_mean']:.3f}** | {r['bundle_fractions'][0]:.1%} ({r['reference_fractions'][0]:.1%}) "
-            f"| {r['bundle_outside_mask']:.2%} | {r['bundle_padded_outside_mask']:.2%} | {r['bundle_seconds']:.0f} s |"
+            f"| {r['bundle_outside_mask']:.2%} | {padded_cell(r)} | {r['bundle_seconds']:.0f} s |"
         )
     (args.out / f"real_scans_{args.label}.md").write_text("\n".join(table) + f"\n\nCPU: {cpu}\n")
     print("\n".join(table))
     return results
+
+
+def padded_cell(row: dict[str, Any]) -> str:
+    """The padded copy's share of tissue outside the mask, or "not run" (``--pad 0``)."""
+    return f"{row['bundle_padded_outside_mask']:.2%}" if "bundle_padded_outside_mask" in row else "not run"
 
 
 def _dilate(mask: np.ndarray) -> np.ndarray:

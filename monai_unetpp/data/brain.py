@@ -262,7 +262,7 @@ class RandTissueLabelsd(Randomizable, MapTransform):
     Args:
         keys: the label key to write.
         probability_key: the key of the ``(4, ...)`` probability maps (background, CSF, GM, WM); removed.
-        csf_level: range of ``csf_level``. Defaults to (0.5, 0.85): 8 to 20 % of the 1 mm template's brain is CSF.
+        csf_level: range of ``csf_level``. Defaults to (0.5, 0.85): 8 to 21 % of the 1 mm template's brain is CSF.
         gm_shift: range of ``gm_shift``. Defaults to (-0.1, 0.2).
     """
 
