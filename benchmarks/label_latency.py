@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=5, help="requests one after another")
     parser.add_argument("--concurrent", type=int, default=20, help="requests sent at once")
     args = parser.parse_args()
+    # `timeout` and Ctrl-C leave through the finally below, which stops the server
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("label_latency: stopped by SIGTERM"))
 
     work = Path(tempfile.mkdtemp(prefix="label_latency_"))
     studies = work / "studies"
