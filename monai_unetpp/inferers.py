@@ -41,7 +41,7 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
             window shape and compiled for the CPU, once per weights, window shape, precision and settings, and kept
             for later calls and volumes (:data:`monai_unetpp.runtime.compiled_networks`); the same label maps as
             PyTorch fp32 up to float rounding (``benchmarks/README.md``). Without the openvino package it warns
-            (``pip install monai-unetpp[openvino]``) and runs PyTorch. Defaults to ``"torch"``.
+            (``pip install "openvino>=2025.1"``, the ``openvino`` extra) and runs PyTorch. Defaults to ``"torch"``.
         precision: ``"fp32"`` or ``"bf16"`` (PyTorch: autocast on the windows' device; OpenVINO: its bf16
             inference precision, where the CPU has bf16 instructions). Defaults to ``"fp32"``.
         kwargs: further ``monai.inferers.SlidingWindowInferer`` arguments. The deprecated ``depth`` and ``mode``

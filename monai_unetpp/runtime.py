@@ -55,7 +55,7 @@ __all__ = [
 BACKENDS = ("torch", "openvino")
 #: Inference precisions: float32, or bfloat16 (PyTorch autocast; OpenVINO's ``INFERENCE_PRECISION_HINT``).
 PRECISIONS = ("fp32", "bf16")
-INSTALL_HINT = "pip install monai-unetpp[openvino]"
+INSTALL_HINT = "pip install \"openvino>=2025.1\", the openvino extra of monai-unetpp"
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 

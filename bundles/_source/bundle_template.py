@@ -11,8 +11,8 @@ data; z-score intensities; flips, small affine and intensity augmentations).
 
 The functions return the configs as Python dictionaries in the order in which they are written: ids users set on the
 command line first (``epochs``, ``learning_rate``, ``features``, ``patch_size``, ``dataset_dir``, ``demo_data``,
-``resume``, ``overwrite``, ``progress_bar``, ``save_montages``, ``inference_mode``, ``inference_depth``, ...), then
-the components. Boolean ids go through ``monai_unetpp.bundle.to_bool`` wherever a config reads them, because the
+``resume``, ``overwrite``, ``progress_bar``, ``save_montages``, ``inference_mode``, ``inference_depth``,
+``inference_backend``, ``inference_precision``, ...), then the components. Boolean ids go through ``monai_unetpp.bundle.to_bool`` wherever a config reads them, because the
 command line passes ``--save_montages false`` as the (truthy) string ``"false"``.
 """
 
@@ -306,6 +306,10 @@ def _inference_ids(b: Bundle) -> dict[str, Any]:
         "sw_overlap": b.sw_overlap,
         "inference_mode": "final",
         "inference_depth": None,
+        # torch fp32 by measurement (benchmarks/README.md): OpenVINO is an optional extra, and bf16 is slower than
+        # fp32 on CPUs without bf16 instructions
+        "inference_backend": "torch",
+        "inference_precision": "fp32",
     }
 
 
@@ -341,6 +345,8 @@ def _sliding_window_inferer() -> dict[str, Any]:
         "overlap": "@sw_overlap",
         "inference_mode": "@inference_mode",
         "inference_depth": "@inference_depth",
+        "backend": "@inference_backend",
+        "precision": "@inference_precision",
     }
 
 
