@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from monai_unetpp import UNetPlusPlus
@@ -40,3 +41,13 @@ def tiny_net(spatial_dims: int = 3, depth: int = 3, out_channels: int = 3, **kwa
 def seeded(*shape: int, seed: int = 0) -> torch.Tensor:
     """A standard-normal tensor that depends on the seed only, not on the random state earlier tests left."""
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: on tiny tensors a second thread only adds OpenMP synchronisation, which a
+    busy machine makes slow (``pytestmark = pytest.mark.usefixtures("one_thread")`` in a module)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,13 +13,7 @@ from monai.data import MetaTensor
 
 from monai_unetpp import UNetPlusPlus
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ct_image(name: str, spacing: float, seed: int = 0) -> MetaTensor:

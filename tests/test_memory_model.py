@@ -9,7 +9,6 @@ every allocation (``measure_training_memory``); the prediction counts tensors fr
 from __future__ import annotations
 
 import pytest
-import torch
 
 from monai_unetpp import UNetPlusPlus
 from monai_unetpp.plan import measure_training_memory, predict_training_memory
@@ -48,12 +47,7 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -16,13 +16,7 @@ STRIDES = [(2, 2, 1), (2, 2, 1), (2, 2, 2)]
 KERNELS = [(3, 3, 1), (3, 3, 1), 3, 3]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: a second thread only adds OpenMP synchronisation on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ct_net(**kwargs) -> UNetPlusPlus:

@@ -31,13 +31,7 @@ from monai_unetpp.networks.fast_paths import (
 SMOOTH = {"act": "gelu", "norm": ("instance", {"affine": True})}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # these tensors are tiny: a second thread only adds OpenMP synchronisation, which a busy machine makes slow
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
