@@ -107,7 +107,7 @@ def test_bf16_agrees_with_fp32(net, cache, backend):
 def test_without_openvino_the_inferer_warns_and_runs_pytorch(net, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
     assert not runtime.openvino_available()
-    with pytest.warns(UserWarning, match=r"pip install monai-unetpp\[openvino\]"):
+    with pytest.warns(UserWarning, match=r"pip install \"openvino>=2025.1\", the openvino extra"):
         inferer = UNetPlusPlusInferer(ROI, sw_batch_size=4, backend="openvino")
     assert inferer.backend == "torch"
     image = seeded(*VOLUME)
