@@ -16,10 +16,10 @@ PYTHON="${PYTHON:-python3.11}"
 TORCH_PAIR="${PYTHON_TORCH_PAIR:-torch==2.14.1 torchvision==0.29.1}"
 # The stamp records what the environment was built with; any change rebuilds the packages.
 MONAI_PIN="${MONAI_PIN:-monai==1.6.1}"
-# dcmqi's itkimage2segimage writes the DICOM SEG files of a DICOMweb datastore (images from a PACS); when it is not
-# on PATH, MONAI Label downloads dcmqi from GitHub at every start with --studies http...
-PACS_TOOLS="dcmqi>=1.5"
-SPEC="${TORCH_PAIR} ${MONAI_PIN} ${PACS_TOOLS}; $(grep '^label = ' "${REPO}/pyproject.toml")"
+# The label extra brings dcmqi, whose itkimage2segimage writes the DICOM SEG files of a DICOMweb datastore (images
+# from a PACS): without it on PATH, MONAI Label downloads dcmqi from GitHub at every start with --studies http...
+# The openvino extra: inference_backend="openvino" for a server without a GPU.
+SPEC="${TORCH_PAIR} ${MONAI_PIN}; $(grep -E '^(label|openvino) = ' "${REPO}/pyproject.toml" | tr '\n' ' ')"
 STAMP="${VENV}/.monai-unetpp-label-spec"
 
 if [[ -f "${STAMP}" && "$(cat "${STAMP}")" == "${SPEC}" ]]; then
@@ -46,8 +46,8 @@ constraints="$(mktemp)"
 trap 'rm -f "${constraints}"' EXIT
 # shellcheck disable=SC2086
 printf '%s\n' ${TORCH_PAIR} ${MONAI_PIN} > "${constraints}"
-"${VENV}/bin/pip" install --quiet -c "${constraints}" -e "${REPO}[label]" "${PACS_TOOLS}"
-"${VENV}/bin/python" -c 'import monailabel.app, torchvision.ops, monai_unetpp'
+"${VENV}/bin/pip" install --quiet -c "${constraints}" -e "${REPO}[label,openvino]"
+"${VENV}/bin/python" -c 'import monailabel.app, torchvision.ops, openvino, monai_unetpp'
 "${VENV}/bin/itkimage2segimage" --version >/dev/null
 echo "${SPEC}" > "${STAMP}"
 echo "label venv ${VENV} created in $(( $(date +%s) - start )) s, size $(du -sh "${VENV}" | cut -f1)"

@@ -11,6 +11,7 @@ import json
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 
+import nibabel as nib
 import pytest
 import torch
 from label_support.server import (
@@ -104,6 +105,32 @@ def test_sw_batch_size_from_conf_and_request(radiology):
     assert "'sw_batch_size': 4" in server.log_text()[mark:]
     status, body = server.infer_response(MODEL, "img1", params={"sw_batch_size": 0})
     assert status == 422 and "sw_batch_size must be a whole number >= 1, got 0" in error_detail(body), body
+
+
+def test_inference_backend_from_conf_and_request(radiology):
+    server, _, studies, tmp = radiology
+    # --conf unetpp_inference_backend sets the task's default; a request may choose the other backend
+    probe = (
+        "from monai_unetpp.label import UNetPlusPlusSegmentation as S\n"
+        "s = S()\n"
+        "s.init('m', 'model', {'unetpp_inference_backend': 'openvino', 'unetpp_features': '[4,8]', "
+        "'unetpp_roi_size': '[16,16,16]'}, None)\n"
+        "t = s.infer()\n"
+        "print(t.config()['inference_backend'], t.inferer({}).backend, "
+        "t.inferer({'inference_backend': 'torch'}).backend, t.config()['inference_precision'])\n"
+    )
+    printed = run_in_venv(["-c", probe], tmp).split()
+    assert printed == ["['openvino',", "'torch']", "openvino", "torch", "['fp32',", "'bf16']"], printed
+    # OpenVINO gives the label map that PyTorch gives, on the image's grid
+    torch_label = server.infer(MODEL, "img1", tmp / "img1_torch.nii.gz", params={"inference_backend": "torch"})
+    mark = len(server.log_text())
+    openvino_label = server.infer(MODEL, "img1", tmp / "img1_ov.nii.gz", params={"inference_backend": "openvino"})
+    assert "'inference_backend': 'openvino'" in server.log_text()[mark:], server.log_tail()
+    assert_label_volume(openvino_label, studies / "img1.nii.gz", LABELS.values())
+    a, b = (nib.load(str(p)).get_fdata() for p in (torch_label, openvino_label))
+    assert (a == b).mean() > 0.999, (a == b).mean()
+    status, body = server.infer_response(MODEL, "img1", params={"inference_backend": "tensorrt"})
+    assert status == 422 and "backend must be one of" in error_detail(body) and "tensorrt" in error_detail(body), body
 
 
 def test_a_truncated_image_is_answered_with_an_error_naming_it(radiology):

@@ -47,7 +47,9 @@ class UNetPlusPlusSegmentation(TaskConfig):
     ``--conf unetpp_labels spleen,liver --conf unetpp_features '[16,32,64,128]' --conf unetpp_sw_batch_size 2``
     (no spaces: the ``monailabel`` script splits its arguments on them).
 
-    ``sw_batch_size`` is the number of sliding windows per forward pass of inference; ``restrict_images`` (True)
+    ``sw_batch_size`` is the number of sliding windows per forward pass of inference; ``inference_backend``
+    (``"torch"`` or ``"openvino"``, for a server without a GPU) and ``inference_precision`` (``"fp32"`` or
+    ``"bf16"``) are those of :py:class:`monai_unetpp.UNetPlusPlusInferer`; ``restrict_images`` (True)
     makes the tasks refuse image files outside the server's datastore (``--conf unetpp_restrict_images false``
     lifts it).
 
@@ -70,6 +72,8 @@ class UNetPlusPlusSegmentation(TaskConfig):
     inference_mode: str = "final"
     inference_depth: int | None = None
     sw_batch_size: int = SW_BATCH_SIZE
+    inference_backend: str = "torch"
+    inference_precision: str = "fp32"
     restrict_images: bool = True
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
@@ -86,8 +90,9 @@ class UNetPlusPlusSegmentation(TaskConfig):
         for key in ("features", "roi_size", "target_spacing", "intensity_range", "inference_depth", "sw_batch_size"):
             if conf.get(f"unetpp_{key}"):
                 setattr(self, key, json.loads(conf[f"unetpp_{key}"]))
-        if conf.get("unetpp_inference_mode"):
-            self.inference_mode = conf["unetpp_inference_mode"]
+        for key in ("inference_mode", "inference_backend", "inference_precision"):
+            if conf.get(f"unetpp_{key}"):
+                setattr(self, key, conf[f"unetpp_{key}"])
         if conf.get("unetpp_deep_supervision"):
             self.deep_supervision = strtobool(conf["unetpp_deep_supervision"])
         if conf.get("unetpp_restrict_images"):
@@ -113,6 +118,8 @@ class UNetPlusPlusSegmentation(TaskConfig):
             inference_mode=self.inference_mode,
             inference_depth=self.inference_depth,
             sw_batch_size=self.sw_batch_size,
+            inference_backend=self.inference_backend,
+            inference_precision=self.inference_precision,
             restrict_images=self.restrict_images,
             preload=strtobool(self.conf.get("preload", "false")),
         )

@@ -23,6 +23,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from ..inferers import UNetPlusPlusInferer
 from ..networks.unetplusplus import INFERENCE_MODES, UNetPlusPlus
+from ..runtime import BACKENDS, PRECISIONS, resolve_backend
 from ..transforms import PathSafeSpacingd, scale_intensity
 from .defaults import ROI_SIZE, SW_BATCH_SIZE, TARGET_SPACING
 from .guards import LoadDatastoreImaged, RequestError
@@ -87,6 +88,9 @@ class UNetPlusPlusInferTask(BasicInferTask):
         inference_depth: default pruning depth, or None for the full depth (``pruning_depth``: its deprecated name).
         sw_batch_size: windows per forward pass (a request's ``sw_batch_size`` overrides it). Defaults to
             :data:`monai_unetpp.label.defaults.SW_BATCH_SIZE`.
+        inference_backend: default ``"torch"`` or ``"openvino"`` (CPU; PyTorch with a warning where OpenVINO is
+            not installed), a viewer option. Defaults to ``"torch"``.
+        inference_precision: default ``"fp32"`` or ``"bf16"``, a viewer option. Defaults to ``"fp32"``.
         overlap: sliding-window overlap. Defaults to 0.25.
         description: text shown by the viewer.
         restrict_images: refuse image files outside the server's datastore (MONAI Label 0.8.5 passes an absolute
@@ -105,6 +109,8 @@ class UNetPlusPlusInferTask(BasicInferTask):
         inference_mode: str = "final",
         inference_depth: int | None = None,
         sw_batch_size: int = SW_BATCH_SIZE,
+        inference_backend: str = "torch",
+        inference_precision: str = "fp32",
         overlap: float = 0.25,
         description: str = "UNet++ automatic segmentation",
         restrict_images: bool = True,
@@ -127,6 +133,8 @@ class UNetPlusPlusInferTask(BasicInferTask):
         depths = network.valid_inference_depths()
         default_depth = network.check_inference_depth(network.depth if inference_depth is None else inference_depth)
         modes = [inference_mode] + [m for m in INFERENCE_MODES if m != inference_mode and network.deep_supervision]
+        inference_backend = resolve_backend(inference_backend, inference_precision)  # warns once where it falls back
+        backends = [inference_backend] + [b for b in BACKENDS if b != inference_backend]
         super().__init__(
             path=path,
             network=network,
@@ -138,6 +146,8 @@ class UNetPlusPlusInferTask(BasicInferTask):
             config={
                 "inference_mode": modes,
                 "inference_depth": [default_depth] + [d for d in depths if d != default_depth],
+                "inference_backend": backends,
+                "inference_precision": [inference_precision] + [p for p in PRECISIONS if p != inference_precision],
             },
             **kwargs,
         )
@@ -158,13 +168,19 @@ class UNetPlusPlusInferTask(BasicInferTask):
         ]
 
     def inferer(self, data: dict | None = None) -> Inferer:
-        return UNetPlusPlusInferer(
-            roi_size=self.roi_size,
-            sw_batch_size=_positive_int(_request_value(data, "sw_batch_size", self.sw_batch_size), "sw_batch_size"),
-            overlap=float(_request_value(data, "sw_overlap", self.overlap)),
-            inference_mode=str(_request_value(data, "inference_mode", self.config()["inference_mode"])),
-            inference_depth=int(_request_depth(data, self.config()["inference_depth"])),
-        )
+        config = self.config()
+        try:
+            return UNetPlusPlusInferer(
+                roi_size=self.roi_size,
+                sw_batch_size=_positive_int(_request_value(data, "sw_batch_size", self.sw_batch_size), "sw_batch_size"),
+                overlap=float(_request_value(data, "sw_overlap", self.overlap)),
+                inference_mode=str(_request_value(data, "inference_mode", config["inference_mode"])),
+                inference_depth=int(_request_depth(data, config["inference_depth"])),
+                backend=str(_request_value(data, "inference_backend", config["inference_backend"])),
+                precision=str(_request_value(data, "inference_precision", config["inference_precision"])),
+            )
+        except ValueError as error:  # an unknown backend or precision sent with the request
+            raise RequestError(str(error)) from error
 
     def inverse_transforms(self, data: dict | None = None) -> Sequence[Callable]:
         # An empty list asks MONAI Label to invert every invertible pre-transform (orientation and spacing), on
