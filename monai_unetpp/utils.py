@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ from typing import Any
 import torch.distributed as dist
 import torch.nn as nn
 
-__all__ = ["atomic_file", "atomic_folder", "is_main_process", "to_bool", "unwrap_network"]
+__all__ = ["atomic_file", "atomic_folder", "is_main_process", "keep_locale", "to_bool", "unwrap_network"]
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
@@ -114,3 +115,17 @@ def atomic_folder(target: str | os.PathLike, write: Callable[[Path], Any], mode:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@contextmanager
+def keep_locale() -> Iterator[None]:
+    """Restore the process's C locale on exit.
+
+    GDCM's DICOM writer (SimpleITK's ``ImageFileWriter`` on ``.dcm`` files) switches the locale to ``"C"`` and leaves
+    it there, which turns Python's default text encoding into ASCII for everything the process opens afterwards.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)

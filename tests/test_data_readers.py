@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import gzip
-import locale
 import math
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from monai.data import NibabelReader
 from monai.transforms import LoadImaged
 
 from monai_unetpp.data import CorruptImageError, SimpleITKReader, check_image_data
+from monai_unetpp.utils import keep_locale
 
 SPACING = (0.7, 0.9, 2.5)
 ORIGIN_LPS = (-40.0, 25.0, 110.0)
@@ -42,13 +42,8 @@ def _sitk_image(array_xyz: np.ndarray) -> sitk.Image:
 
 
 def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
-    # GDCM's writer switches the process's C locale to "C" and leaves it there, which turns Python's default text
-    # encoding into ASCII for every later test in this process
-    saved_locale = locale.setlocale(locale.LC_ALL)
-    try:
+    with keep_locale():  # GDCM's writer would leave the process in the "C" locale
         _write_dicom_slices(image, folder)
-    finally:
-        locale.setlocale(locale.LC_ALL, saved_locale)
 
 
 def _write_dicom_slices(image: sitk.Image, folder: Path) -> None:

@@ -15,6 +15,7 @@ module (~40 s); the tests check what it returned. Orthanc comes from ``bash scri
 from __future__ import annotations
 
 import json
+import locale
 import os
 import shutil
 import socket
@@ -258,8 +259,10 @@ def test_a_series_keeps_the_volumes_grid_and_values(tmp_path):
     rng = np.random.default_rng(1)
     data = rng.normal(0.0, 100.0, SHAPE).astype(np.float32)
     nib.save(nib.Nifti1Image(data, AFFINE), tmp_path / "ct.nii.gz")
+    encoding = locale.getpreferredencoding(False)
     series = write_dicom_series(tmp_path / "ct.nii.gz", tmp_path / "ct", modality="CT")
     assert len(series["files"]) == SHAPE[2] and series["slope"] > 0
+    assert locale.getpreferredencoding(False) == encoding  # GDCM's writer would leave the process in the C locale
     reader = sitk.ImageSeriesReader()
     names = reader.GetGDCMSeriesFileNames(str(tmp_path / "ct"), series["series_uid"])
     assert len(names) == SHAPE[2]

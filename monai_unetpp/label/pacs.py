@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from ..utils import keep_locale
+
 __all__ = [
     "DicomSeries",
     "PLUGIN_FOLDERS",
@@ -197,7 +199,8 @@ def write_dicom_series(
             plane.SetMetaData(tag, value)
         path = out / f"slice_{k:04d}.dcm"
         writer.SetFileName(str(path))
-        writer.Execute(plane)
+        with keep_locale():
+            writer.Execute(plane)
         files.append(path)
     return DicomSeries(study_uid=study_uid, series_uid=series_uid, files=files, slope=slope, intercept=intercept)
 
