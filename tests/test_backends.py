@@ -60,7 +60,17 @@ def test_openvino_gives_torch_label_maps_converts_once_and_again_after_training(
     # convolutions (of the upsampled tensors)
     assert entry.transposed_convolution_kernels() == [(4, 4, 4)] * 3
     # 6 in the encoder, per decoder node one per skip part and one after it (X01: 2, X11: 2, X02: 3), the head
-    assert entry.op_counts()["Convolution"] == 6 + 7 + 1
+    counts = entry.op_counts()
+    assert counts["Convolution"] == 6 + 7 + 1
+    # what the CPU plugin keeps in its blocked layout: instance norm as MVN (no GroupNormalization, whose Reshapes
+    # need reorders), and constant weight slices (no shape computations left from the trace)
+    assert counts["MVN"] == 12 and "GroupNormalization" not in counts
+    assert not {"ShapeOf", "Gather", "Reshape"} & set(counts)
+    # each node's deconvolution bias enters as three slabs joined along the first spatial axis, not as a constant
+    # of the output's size
+    assert counts["Concat"] == 3
+    largest = max(op.get_byte_size() for op in entry.model.get_ordered_ops() if op.get_type_name() == "Constant")
+    assert largest < 4 * 16**3 * 4  # less than one 16^3 window of the 4-channel level 0
 
     again = infer(net, image, backend="openvino")
     assert cache.conversions == 1 and torch.equal(again, out)
