@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     outputs: dict[str, torch.Tensor] = {}
     first_call_s: dict[str, float] = {}
     deconvolutions: dict[str, list] = {}  # the transposed convolutions' kernels left in each OpenVINO graph
+    op_counts: dict[str, dict[str, int]] = {}  # each OpenVINO graph's operations, by type
     calls = {}
     runtime.compiled_networks.clear()
     runtime.compiled_networks.max_size = len(paths)  # every path stays converted while they alternate
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         for entry in runtime.compiled_networks:
             if all(entry is not old for old in converted):
                 deconvolutions[name] = [list(k) for k in entry.transposed_convolution_kernels()]
+                op_counts[name] = {op: n for op, n in sorted(entry.op_counts().items()) if op != "Constant"}
 
     def no_grad(fn):
         def call():
@@ -225,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train": {"steps": args.train_steps, "seconds": train_s, "first_loss": losses[0], "last_loss": losses[-1]},
         "fastest_ours": fastest,
         "openvino_transposed_convolution_kernels": deconvolutions,
+        "openvino_op_counts": op_counts,
         "rows": rows,
         "targets": targets,
     }
@@ -243,6 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     for name, kernels in deconvolutions.items():
         print(f"{name}: transposed convolutions in the graph, by kernel: {dict(Counter(map(tuple, kernels)))}")
+        print(f"    operations: {op_counts[name]}")
     print(f"\nfastest ours at full depth: {fastest}")
     for t in targets:
         verdict = "met" if t["value"] <= t["target"] else "NOT met"
