@@ -5,17 +5,17 @@
 
     python scripts/check_bundles.py                          # every bundle in bundles/
     python scripts/check_bundles.py unetpp_3d_segmentation   # one, by name, or any bundle folder by its path
-    python scripts/check_bundles.py --require-weights        # a bundle without models/model.pt fails
+    python scripts/check_bundles.py --allow-untrained        # a bundle without models/model.pt is checked untrained
     python scripts/check_bundles.py --since origin/main      # a bundle changed since then needs a new version
 
 One line per check and bundle, ``PASS`` or ``FAIL`` with the reason; the exit status is 1 when a check fails.
 The checks follow the model zoo's ``ci/verify_bundle.py``, ``ci/get_bundle_requirements.py`` and
 ``.pre-commit-config.yaml`` (Project-MONAI/model-zoo), written anew here:
 
-- ``files``: ``configs/metadata.json`` and ``LICENSE`` (necessary), ``configs/inference.json`` (or .yaml/.yml) and
-  ``models/model.pt`` (preferred), ``docs/README.md`` (the model zoo's README template). Without a shipped
-  ``models/model.pt`` the other checks run with an untrained one built from the bundle's own ``network_def``
-  (``--require-weights`` makes the missing file a failure).
+- ``files``: ``configs/metadata.json``, ``LICENSE`` and ``models/model.pt`` (necessary, as for the model zoo's
+  ``verify_bundle``), ``configs/inference.json`` (or .yaml/.yml), ``docs/README.md`` (the model zoo's README
+  template). With ``--allow-untrained`` (a bundle in development) a missing ``models/model.pt`` passes and the other
+  checks run with an untrained one built from the bundle's own ``network_def``.
 - ``metadata_schema``: ``monai.bundle.verify_metadata`` against the schema that ``schema`` names (the copy in
   ``tests/bundle_schema/``, offline, or ``--schema``; downloaded only when there is no copy).
 - ``version``: ``version`` and ``changelog`` present, every key a semantic version, ``version`` the newest;
@@ -137,7 +137,7 @@ def shipped_files(bundle: Path) -> list[str]:
 
 @dataclass
 class Options:
-    require_weights: bool = False
+    require_weights: bool = True
     since: str | None = None
     schema: Path | None = None
     device: str | None = None
@@ -247,7 +247,7 @@ def check_files(bundle: Bundle) -> str:
     if README not in bundle.files:
         missing.append(README)
     if bundle.untrained and bundle.options.require_weights:
-        missing.append(f"{WEIGHTS} (none shipped; --require-weights)")
+        missing.append(f"{WEIGHTS} (none shipped; --allow-untrained checks it with an untrained one)")
     if missing:
         raise CheckFailed("missing " + ", ".join(missing))
     found = [*NECESSARY, bundle.config(INFERENCE), README]
@@ -597,14 +597,18 @@ def all_bundles() -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundles", nargs="*", metavar="BUNDLE", help="bundle names in bundles/ or folders (all)")
-    parser.add_argument("--require-weights", action="store_true", help=f"a bundle without {WEIGHTS} fails")
+    parser.add_argument(
+        "--allow-untrained", action="store_true", help=f"a bundle without {WEIGHTS} is checked with untrained weights"
+    )
     parser.add_argument("--since", metavar="REF", help="git commit: a bundle changed since then needs a new version")
     parser.add_argument("--schema", type=Path, help="the metadata schema file (default: tests/bundle_schema/<name>)")
     parser.add_argument("--device", help="device for net_in_out (default: MONAI's, cuda:0 where there is one)")
     parser.add_argument("--check", action="append", choices=list(CHECKS), help="run only these checks")
     args = parser.parse_args(argv)
 
-    options = Options(require_weights=args.require_weights, since=args.since, schema=args.schema, device=args.device)
+    options = Options(
+        require_weights=not args.allow_untrained, since=args.since, schema=args.schema, device=args.device
+    )
     bundles = [find_bundle(name) for name in args.bundles] or all_bundles()
     results = []
     for bundle in bundles:

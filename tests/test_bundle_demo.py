@@ -9,8 +9,8 @@ import pytest
 from conftest import BUNDLE_3D as BUNDLE
 from monai.bundle import ConfigParser
 
-from monai_unetpp.bundle.demo import DEMO_SETTINGS, demo_bundle, find_bundle, main, run_demo
-from monai_unetpp.data import DatasetError, make_demo_dataset
+from monai_unetpp.bundle.demo import demo_bundle, find_bundle, main, run_demo
+from monai_unetpp.data import DEMO_DEFAULTS, DatasetError, make_demo_dataset
 
 
 def test_demo_trains_evaluates_infers_and_prints_the_dice(tmp_path, capsys):
@@ -50,13 +50,14 @@ def test_demo_with_a_named_dataset_neither_writes_demo_data_nor_overwrites(tmp_p
     assert not typo.exists() and not (bundle / "models").exists()
 
 
-def test_demo_settings_fit_the_bundles():
+def test_the_generic_bundles_defaults_fit_their_demo_data():
+    """The defaults are the shipped model's, trained on the demo data: its patches fit in a demo image."""
     for dims in (3, 2):
         config = json.loads((BUNDLE.parent / f"unetpp_{dims}d_segmentation" / "configs" / "train.json").read_text())
         assert config["spatial_dims"] == dims
-        assert set(DEMO_SETTINGS[dims]) <= set(config), "a demo setting names no config id"
-        depth = len(DEMO_SETTINGS[dims]["features"]) - 1
-        assert all(s % 2**depth == 0 for s in DEMO_SETTINGS[dims]["patch_size"])
+        depth = len(config["features"]) - 1
+        assert all(s % 2**depth == 0 for s in config["patch_size"])
+        assert all(p <= s for p, s in zip(config["patch_size"], DEMO_DEFAULTS[dims]["shape"], strict=True))
 
 
 def test_find_bundle_explains_a_missing_bundle(tmp_path):
@@ -65,15 +66,16 @@ def test_find_bundle_explains_a_missing_bundle(tmp_path):
     assert find_bundle(BUNDLE) == BUNDLE
 
 
-def test_a_shipped_bundle_runs_in_a_copy_that_holds_the_demo_settings(tmp_path, monkeypatch):
+def test_a_shipped_bundle_runs_in_a_copy_that_holds_the_given_settings(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shipped = (BUNDLE / "configs" / "inference.json").read_text()
+    default_patch = json.loads(shipped)["patch_size"]
     root, settings = demo_bundle("unetpp_3d_segmentation", features=[4, 8, 16])
     assert root == tmp_path / "demo" / "unetpp_3d_segmentation"
-    assert settings["demo_data"] is True and settings["patch_size"] == DEMO_SETTINGS[3]["patch_size"]
+    assert settings["demo_data"] is True and "patch_size" not in settings
     for name in ("train.json", "inference.json"):
         config = json.loads((root / "configs" / name).read_text())
-        assert config["features"] == [4, 8, 16] and config["patch_size"] == DEMO_SETTINGS[3]["patch_size"]
+        assert config["features"] == [4, 8, 16] and config["patch_size"] == default_patch
         assert "demo_data" not in config or config["demo_data"] is False  # flags stay run-time settings
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "inference.json"))

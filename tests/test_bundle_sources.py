@@ -73,19 +73,19 @@ def test_check_lists_the_files_that_differ_and_render_rewrites_them(tmp_path, mo
     assert renderer.main(["--check"]) == 0
 
     edited = tmp_path / "unetpp_2d_segmentation" / "configs" / "train.json"
-    edited.write_text(edited.read_text().replace('"epochs": 500', '"epochs": 5'))
+    edited.write_text(edited.read_text().replace('"epochs": 30', '"epochs": 5'))
     (tmp_path / "unetpp_3d_segmentation" / "configs" / "inference.json").unlink()
     (tmp_path / "unetpp_3d_segmentation" / "configs" / "extra.json").write_text("{}\n")
     capsys.readouterr()
     assert renderer.main(["--check", "--diff"]) == 1
     out = capsys.readouterr().out
-    assert f"{edited}: differs from its rendering" in out and '+    "epochs": 500,' in out
+    assert f"{edited}: differs from its rendering" in out and '+    "epochs": 30,' in out
     assert "unetpp_3d_segmentation/configs/inference.json: differs" in out
     assert "unetpp_3d_segmentation/configs/extra.json: stale" in out
     assert "train.json" not in out.replace(str(edited), "")  # the other bundles' files are not listed
 
     assert renderer.main([]) == 0  # writes the two files, leaves the stale one alone
-    assert '"epochs": 500' in edited.read_text()
+    assert '"epochs": 30' in edited.read_text()
     (tmp_path / "unetpp_3d_segmentation" / "configs" / "extra.json").unlink()
     assert renderer.main(["--check"]) == 0
 
@@ -93,8 +93,9 @@ def test_check_lists_the_files_that_differ_and_render_rewrites_them(tmp_path, mo
 def test_the_fragments_a_bundle_lists_are_copies_of_configs_and_follow_their_edits(tmp_path, monkeypatch, capsys):
     renderer = load_renderer()
     _, sources = renderer.load_source(renderer.SOURCE)
-    assert sources["unetpp_3d_segmentation"].fragments == ["ct.yaml", "mri.yaml", "fast_inference.yaml"]
-    assert sources["unetpp_2d_segmentation"].fragments == ["paper_2d.yaml", "fast_inference.yaml"]
+    fragments_3d = ["large_3d.yaml", "ct.yaml", "mri.yaml", "fast_inference.yaml"]
+    assert sources["unetpp_3d_segmentation"].fragments == fragments_3d
+    assert sources["unetpp_2d_segmentation"].fragments == ["large_2d.yaml", "paper_2d.yaml", "fast_inference.yaml"]
     for name, source in sources.items():
         for fragment in source.fragments:
             copy = BUNDLES / name / "configs" / fragment
@@ -373,17 +374,29 @@ def test_a_zipped_bundle_trains_and_infers_elsewhere_with_its_readme_commands(tm
     (train,) = [c for c in commands if "['configs/train.json','configs/paper_2d.yaml']" in c]
     (infer,) = [c for c in commands if "['configs/inference.json','configs/paper_2d.yaml']" in c]
 
-    def run(command: str, *args: str) -> str:
+    def run(command: str, *args: str, settings: list[str] = tiny) -> str:
         words = shlex.split(command)
         assert words[:3] == ["python", "-m", "monai.bundle"], command
         result = subprocess.run(
-            [sys.executable, *words[1:], *tiny, *args], cwd=bundle, env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, *words[1:], *settings, *args],
+            cwd=bundle,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result.stdout + result.stderr
 
+    # the shipped model segments at once, with the README's plain inference command and nothing else
+    shipped = (bundle / "models" / "model.pt").read_bytes()
+    (plain,) = [c for c in commands if c == "python -m monai.bundle run --config_file configs/inference.json"]
+    run(plain, settings=["--save_montages", "false"])
+    assert len(list((bundle / "eval").glob("*_seg.nii.gz"))) == 1
+    shutil.rmtree(bundle / "eval")
+
     out = run(train, "--epochs", "1", "--val_interval", "1", "--batch_size", "1", "--num_samples", "1")
-    assert (bundle / "models" / "model.pt").is_file()
+    assert (bundle / "models" / "model.pt").read_bytes() != shipped  # --overwrite true, as the README says
     assert "Epoch[1] Complete" in out and "loss=" not in out  # no progress bar ("Iteration: [1/2] ..., loss=2.91")
     assert "Not all config files are in" not in out  # configs/logging.conf and metadata.json are found beside them
     run(infer, "--save_montages", "false")  # the paper's network: loads the model.pt that training wrote

@@ -50,7 +50,26 @@ def test_fragment_targets_are_full_dotted_paths_that_import(fragment):
     for target in targets:
         assert "." in target, f"{fragment}: {target} is not a full dotted path"
         assert locate(target) is not None, f"{fragment}: {target} does not import"
-    assert targets or fragment in ("fast_inference.yaml", "paper_2d.yaml")
+    assert targets or fragment in ("fast_inference.yaml", "paper_2d.yaml", "large_3d.yaml", "large_2d.yaml")
+
+
+@pytest.mark.parametrize(
+    "configs, fragment, features, patch",
+    [
+        (CONFIGS_3D, "large_3d.yaml", (32, 32, 64, 128, 256), [96, 96, 96]),
+        (CONFIGS_2D, "large_2d.yaml", (32, 64, 128, 256, 512), [128, 128]),
+    ],
+)
+def test_large_fragments_size_the_generic_bundles_for_real_data(tmp_path, configs, fragment, features, patch):
+    # the defaults are the shipped demo model's; the fragment gives training and inference the full-size network
+    train = layered(configs / "train.json", fragment, bundle_root=str(tmp_path))
+    inference = layered(configs / "inference.json", fragment, bundle_root=str(tmp_path))
+    assert train.get_parsed_content("patch_size") == patch and train.get_parsed_content("epochs") == 500
+    network = inference.get_parsed_content("network_def")
+    assert network.features == features
+    assert train.get_parsed_content("network_def").state_dict().keys() == network.state_dict().keys()
+    with pytest.raises(RuntimeError, match="size mismatch"):  # the shipped model is not a full-size one
+        network.load_state_dict(torch.load(configs.parent / "models" / "model.pt", weights_only=True))
 
 
 def test_paper_2d_is_the_paper_preset_and_its_loss(tmp_path):

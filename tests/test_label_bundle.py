@@ -1,8 +1,8 @@
-"""MONAI Label's stock monaibundle app serving the 3D bundle that the main job trained, behind a real MONAI Label
-server: route 1 of docs/monai_label.md as printed, with the main job's size settings made tiny for a CPU test.
+"""MONAI Label's stock monaibundle app serving the 3D bundle with its shipped model, behind a real MONAI Label server:
+route 1 of docs/monai_label.md as printed.
 
-The main job (``python -m monai_unetpp.bundle.demo``) trains in ``demo/unetpp_3d_segmentation``; that folder is copied
-into the app's model folder as it is, with no settings given to the server beyond the documented ones.
+The shipped bundle folder (``bundles/unetpp_3d_segmentation``, with its trained ``models/model.pt``) is copied into
+the app's model folder as it is, with no settings given to the server beyond the documented ones: it serves at once.
 One server per module; the tests run in file order and the last one trains.
 
 The dtype, damaged-image, outside-path and bad-label tests need the bundle's MONAI Label entries (docs/monai_label.md,
@@ -12,10 +12,7 @@ route 1): ``LoadDatastoreImaged`` in the preprocessing, ``CastToTyped`` to uint8
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,25 +30,8 @@ from label_support.server import (
 )
 
 BUNDLE = "unetpp_3d_segmentation"
+SHIPPED = Path(__file__).resolve().parents[1] / "bundles" / BUNDLE
 LABELS = {"organ": 1, "lesion": 2}
-# Size settings of train.json and inference.json, made tiny; every one must exist in the bundle.
-TINY = {
-    "features": [4, 8, 16],
-    "patch_size": [32, 32, 32],
-    "spacing": [1.5, 1.5, 1.5],
-    "num_workers": 0,
-    "sw_batch_size": 1,
-    "progress_bar": False,
-}
-
-
-def main_job(tmp: Path) -> Path:
-    """Run the main job with tiny settings in ``tmp``; returns the bundle it trained, ``tmp/demo/<BUNDLE>``."""
-    command = [sys.executable, "-m", "monai_unetpp.bundle.demo", "--epochs", "1"]
-    command += [f"--set={key}={json.dumps(value)}" for key, value in TINY.items()]
-    done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return tmp / "demo" / BUNDLE
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +43,7 @@ def monaibundle(tmp_path_factory):
     run_in_venv(["-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", "apps"], tmp)
     app = tmp / "apps" / "monaibundle"
     bundle = app / "model" / BUNDLE
-    shutil.copytree(main_job(tmp), bundle, ignore=shutil.ignore_patterns("eval", "runs", "data"))  # the docs' cp -r
+    shutil.copytree(SHIPPED, bundle, ignore=shutil.ignore_patterns("eval", "runs", "data"))  # the docs' cp -r
     conf = {"models": BUNDLE, "zoo_source": "ngc", "sam2": "false"}
     with running_server(app, studies, conf, tmp) as server:
         yield server, bundle, studies, tmp

@@ -31,6 +31,7 @@ def load_checker():
 checker = load_checker()
 ALL_BUNDLES = checker.all_bundles()
 CHECKS = list(checker.CHECKS)
+NO_WEIGHTS = "none shipped; --allow-untrained checks it with an untrained one"
 
 
 def test_every_bundle_passes_every_check_from_the_command_line():
@@ -52,10 +53,11 @@ def test_every_bundle_passes_every_check_from_the_command_line():
     assert [line.split(":")[0] for line in results] == [f"PASS {b.name} {c}" for b in ALL_BUNDLES for c in CHECKS]
     assert lines[-1] == "3 bundles, 24 checks: 24 passed, 0 failed"
     for bundle in ALL_BUNDLES:
-        # the bundles ship no weights yet: the other checks ran with untrained ones, and the output says so
+        # every bundle ships its trained weights, under the model zoo's 25 MB, and they are what was checked
         (files,) = [line for line in results if line.startswith(f"PASS {bundle.name} files:")]
-        assert files.endswith("model.pt: none shipped, checked with an untrained one"), files
-        assert f"PASS {bundle.name} ckpt_export: untrained weights exported to TorchScript" in done.stdout
+        assert "models/model.pt (" in files and checker.UNTRAINED not in files, files
+        assert (bundle / "models" / "model.pt").stat().st_size < 25e6
+        assert f"PASS {bundle.name} ckpt_export: models/model.pt exported" in done.stdout
         assert not list(bundle.glob("models/verify_model.ts")) and not (bundle / "eval" / "schema.json").exists()
 
 
@@ -90,21 +92,21 @@ def test_a_copy_outside_the_repository_ships_what_git_would_commit(bundle):
     assert checker.shipped_files(BUNDLE_2D) == checker.shipped_files(bundle)  # not part of the bundle
 
 
-def test_without_weights_the_checks_use_untrained_ones_and_require_weights_fails(bundle):
-    results = check(bundle, "files", "ckpt_export")
+def test_without_weights_files_fails_unless_untrained_ones_are_allowed(bundle):
+    (bundle / "models" / "model.pt").unlink()
+    required = check(bundle, "files")["files"]
+    assert not required.passed and required.detail == f"missing models/model.pt ({NO_WEIGHTS})"
+    results = check(bundle, "files", "ckpt_export", require_weights=False)
     assert results["files"].passed and results["files"].detail.endswith(checker.UNTRAINED)
     assert results["ckpt_export"].passed and results["ckpt_export"].detail.startswith("untrained weights exported")
-    required = check(bundle, "files", require_weights=True)["files"]
-    assert not required.passed and required.detail == "missing models/model.pt (none shipped; --require-weights)"
-    assert not (bundle / "models").exists()  # the bundle itself is never written to
+    assert not any((bundle / "models").iterdir())  # the bundle itself is never written to
 
 
 def test_shipped_weights_are_exported_and_compared_and_weights_of_another_network_fail(bundle):
-    (bundle / "models").mkdir()
     net = checker.parsed_network(checker.prepare(bundle, bundle.parent / "work", checker.Options()))
     torch.save(net.state_dict(), bundle / "models" / "model.pt")
     torch.jit.save(torch.jit.script(net.eval()), bundle / "models" / "model.ts")
-    results = check(bundle, "files", "ckpt_export", require_weights=True)
+    results = check(bundle, "files", "ckpt_export")
     assert results["files"].passed and "models/model.pt (" in results["files"].detail
     detail = results["ckpt_export"].detail
     assert results["ckpt_export"].passed and detail.startswith("models/model.pt exported"), detail
@@ -242,9 +244,10 @@ def test_precommit_hooks(bundle):
 def test_the_command_line_prints_one_line_per_check_and_fails_with_the_reason(bundle, capsys):
     edit_metadata(bundle, lambda m: m["changelog"].update({"1.0.0": "newer than the version"}))
     version = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
-    assert checker.main([str(bundle), "--check", "files", "--check", "version", "--require-weights"]) == 1
+    (bundle / "models" / "model.pt").unlink()
+    assert checker.main([str(bundle), "--check", "files", "--check", "version"]) == 1
     assert capsys.readouterr().out.splitlines() == [
-        "FAIL unetpp_2d_segmentation files: missing models/model.pt (none shipped; --require-weights)",
+        f"FAIL unetpp_2d_segmentation files: missing models/model.pt ({NO_WEIGHTS})",
         f"FAIL unetpp_2d_segmentation version: version {version} is not the newest changelog entry (1.0.0)",
         "1 bundle, 2 checks: 0 passed, 2 failed",
     ]

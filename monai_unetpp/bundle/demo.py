@@ -11,7 +11,7 @@ Usage::
 
 (``monai-unetpp-demo`` is the same command.) A bundle given by name is one that ships with the package (from a
 source checkout or an installed wheel alike). It is copied to ``demo/<name>`` in the working directory, and the
-demo's settings are written into the copy's configs: the copy is a self-contained bundle whose configs match the
+settings given here are written into the copy's configs: the copy is a self-contained bundle whose configs match the
 model it trained, so it can be zipped or served (MONAI Label's monaibundle app: ``cp -r demo/<name>
 apps/monaibundle/model/``) with no extra settings, and the shipped bundle is never changed. A bundle given as a
 folder runs in place, with the settings given at run time, and its configs are left as they are.
@@ -25,9 +25,9 @@ It runs the bundle's own configs, exactly as ``python -m monai.bundle run`` woul
    ``<bundle>/eval/metrics_per_class.csv``;
 3. ``configs/inference.json``: segments the test images into ``<bundle>/eval/*_seg.nii.gz``.
 
-The settings in :data:`DEMO_SETTINGS` (a narrower network, smaller patches, fewer epochs than the bundle's
-defaults) make this finish in a few minutes on a 2-core CPU; on a GPU the same command uses CUDA and mixed
-precision and finishes far sooner.
+With no settings given it trains the bundle's defaults, which are those of the bundle's shipped
+``models/model.pt`` (sized for the demo data and a CPU): it reproduces the shipped model in a few minutes on a 2-core
+CPU; on a GPU the same command uses CUDA and mixed precision and finishes far sooner.
 
 The demo asks for what a plain bundle run refuses (:data:`DEMO_FLAGS`): the synthetic demo data and the replacement
 of an earlier model, so that it runs out of the box and again and again. When the data is named
@@ -52,31 +52,7 @@ from monai.bundle import ConfigWorkflow
 
 from ..utils import atomic_file, to_bool
 
-__all__ = ["DEFAULT_BUNDLE", "DEMO_FLAGS", "DEMO_SETTINGS", "find_bundle", "main", "run_demo", "shipped_bundles"]
-
-DEMO_SETTINGS: dict[int, dict[str, Any]] = {
-    3: {
-        "features": [8, 16, 32, 64],
-        "patch_size": [32, 32, 32],
-        "batch_size": 2,
-        "num_samples": 4,
-        "epochs": 20,
-        "learning_rate": 0.003,
-        "num_workers": 2,
-        "sw_batch_size": 4,
-    },
-    2: {
-        "features": [16, 32, 64, 128],
-        "patch_size": [96, 96],
-        "batch_size": 8,
-        "num_samples": 2,
-        "epochs": 30,
-        "learning_rate": 0.003,
-        "num_workers": 2,
-        "sw_batch_size": 8,
-    },
-}
-"""Overrides of the bundle configs, per spatial rank, sized for a 2-core CPU."""
+__all__ = ["DEFAULT_BUNDLE", "DEMO_FLAGS", "find_bundle", "main", "run_demo", "shipped_bundles"]
 
 DEFAULT_BUNDLE = "unetpp_3d_segmentation"
 
@@ -152,12 +128,10 @@ def _workflow(bundle: Path, files: Sequence[str], workflow_type: str | None, set
 
 def demo_bundle(bundle: str | Path | None = None, **overrides: Any) -> tuple[Path, dict[str, Any]]:
     """Where the demo runs and with which settings: a shipped bundle's :func:`demo_copy`, or a bundle folder itself,
-    and :data:`DEMO_SETTINGS`, :data:`DEMO_FLAGS` (dropped when ``dataset_dir`` or ``datalist`` is named) and
-    ``overrides``, in that order of precedence from last to first."""
+    with :data:`DEMO_FLAGS` (dropped when ``dataset_dir`` or ``datalist`` is named) and ``overrides`` over them."""
     root = find_bundle(bundle)
-    spatial_dims = json.loads((root / "configs" / "train.json").read_text())["spatial_dims"]
     flags = {} if {"dataset_dir", "datalist"} & set(overrides) else DEMO_FLAGS
-    settings = {**DEMO_SETTINGS.get(spatial_dims, {}), **flags, **overrides}
+    settings = {**flags, **overrides}
     if root.parent == shipped_bundles():
         root = demo_copy(root, settings)
     return root, settings
@@ -169,7 +143,7 @@ def run_demo(bundle: str | Path | None = None, **overrides: Any) -> list[dict[st
     Args:
         bundle: a bundle folder, run in place, or the name of a shipped bundle, run in its :func:`demo_copy`; see
             :func:`find_bundle`.
-        overrides: config overrides applied to all three steps, over :data:`DEMO_SETTINGS` and :data:`DEMO_FLAGS`
+        overrides: config overrides applied to all three steps, over :data:`DEMO_FLAGS`
             (e.g. ``epochs=100``, ``dataset_dir="/data/Task09_Spleen"``; naming ``dataset_dir`` or ``datalist``
             drops :data:`DEMO_FLAGS`).
 
