@@ -17,6 +17,7 @@ from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityRa
 from .networks.unetplusplus import reduce_heads
 
 __all__ = [
+    "IntensityMixtureRefined",
     "MaskOutsideInputd",
     "nonzero_region",
     "PathSafeSpacingd",
@@ -240,3 +241,176 @@ class MaskOutsideInputd(MapTransform):
 
 
 SelectHeadD = SelectHeadDict = SelectHeadd
+
+
+class IntensityMixtureRefined(MapTransform):
+    """Refine a network's tissue probabilities with the image's own intensities: one Gaussian per class, fitted by
+    expectation-maximisation with the network's probabilities as spatial priors.
+
+    This is the unified segmentation of Ashburner and Friston (NeuroImage 26, 2005) with the network's per-voxel
+    probabilities in place of a registered tissue atlas. Inside the input's nonzero region (the brain of a
+    skull-stripped scan) the posterior of tissue class ``k`` at voxel ``x`` is
+
+        q_k(x) ∝ prior_k(x) * N(I(x); mu_k(x), sigma_k^2),
+        prior_k(x) = (1 - prior_floor) * p_k(x) ** prior_weight / sum_j p_j(x) ** prior_weight + prior_floor / K,
+
+    with ``p`` the network's probabilities of the ``K`` tissue channels (background excluded), ``I`` the image's
+    intensities clipped to their 1st-99th percentiles in the region, and the Gaussians started from the network's
+    own labelling. A network trained on synthetic images knows where tissue classes lie (the anatomy) better than
+    it knows a given scanner's contrast; the scan's intensity histogram knows the contrast. Each fixes the other:
+    thin sulcal CSF that the network calls grey matter is darker than the grey matter of that very scan, and
+    voxels of equal intensity are told apart by where they are. ``prior_weight`` below 1 flattens the network's
+    confidence, ``prior_floor`` lets the intensities overrule it anywhere. The fit starts from the network's own
+    labelling (its most probable class per voxel), so each class must be the network's choice somewhere in the
+    region: a class that it never chooses there has no intensities to start from and stays unfound.
+
+    With ``bias_sigma_mm`` the fit also estimates a smooth multiplicative bias field ``b`` (the intensities over
+    the fitted class means, averaged under a Gaussian of that standard deviation, re-estimated at each iteration)
+    and fits the Gaussians to ``I / b``, as N4 bias correction followed by a mixture fit would.
+
+    Outside the region the probabilities are left as they are (:class:`MaskOutsideInputd` sets them to background);
+    inside it the background channel becomes 0, since every nonzero voxel of a skull-stripped image is brain.
+
+    Args:
+        keys: the key(s) of the per-class probabilities (``(C, *spatial)``, after ``Activationsd(softmax=True)``),
+            on the grid of ``image_key``.
+        image_key: the image whose intensities are fitted, on the probabilities' grid (e.g. the copy of the input
+            taken before resampling that ``MaskOutsideInputd`` uses).
+        background: the background channel, left out of the mixture. Defaults to 0.
+        prior_weight: exponent of the network's probabilities in the prior, in (0, 1]. Defaults to 0.5.
+        prior_floor: share of a uniform prior, in [0, 1). Defaults to 0.1.
+        iterations: EM iterations. Defaults to 15.
+        bias_sigma_mm: standard deviation in mm of the local class means, or None for global means (default).
+
+    Examples::
+
+        >>> refine = IntensityMixtureRefined(keys="pred", image_key="original_image")
+        >>> out = refine({"pred": softmax_probabilities, "original_image": t1})  # (4, H, W, D) and (1, H, W, D)
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        image_key: str,
+        background: int = 0,
+        prior_weight: float = 0.5,
+        prior_floor: float = 0.1,
+        iterations: int = 15,
+        bias_sigma_mm: float | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 < prior_weight <= 1.0:
+            raise ValueError(f"prior_weight must be in (0, 1], got {prior_weight!r}.")
+        if not 0.0 <= prior_floor < 1.0:
+            raise ValueError(f"prior_floor must be in [0, 1), got {prior_floor!r}.")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be a whole number >= 1, got {iterations!r}.")
+        if bias_sigma_mm is not None and not bias_sigma_mm > 0:
+            raise ValueError(f"bias_sigma_mm must be > 0 mm or None, got {bias_sigma_mm!r}.")
+        self.image_key = image_key
+        self.background = background
+        self.prior_weight, self.prior_floor = float(prior_weight), float(prior_floor)
+        self.iterations = iterations
+        self.bias_sigma_mm = bias_sigma_mm
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.image_key not in d:
+            raise KeyError(
+                f"IntensityMixtureRefined needs the image under '{self.image_key}' (keys present: "
+                f"{sorted(map(str, d))}); copy the image before resampling, e.g. "
+                f"CopyItemsd(keys='image', names='{self.image_key}')."
+            )
+        image = d[self.image_key]
+        for key in self.key_iterator(d):
+            pred = d[key]
+            if tuple(pred.shape[1:]) != tuple(image.shape[1:]):
+                raise ValueError(
+                    f"'{key}' has spatial shape {tuple(pred.shape[1:])} but '{self.image_key}' has "
+                    f"{tuple(image.shape[1:])}: place IntensityMixtureRefined where both are on one grid (after "
+                    "Invertd)."
+                )
+            if pred.shape[0] < 3 or not 0 <= self.background < pred.shape[0]:
+                raise ValueError(
+                    f"'{key}' must hold per-class probabilities with background channel {self.background} and at "
+                    f"least two tissue channels, got {pred.shape[0]} channels."
+                )
+            out = pred.clone()
+            out[:] = torch.as_tensor(self._refine(torch.as_tensor(pred), image), dtype=out.dtype, device=out.device)
+            d[key] = out
+        return d
+
+    def _refine(self, probabilities: torch.Tensor, image: Any) -> torch.Tensor:
+        """The refined ``(C, *spatial)`` probabilities (see the class docstring)."""
+        import numpy as np
+
+        p = probabilities.detach().cpu().numpy().astype(np.float64)
+        intensities = torch.as_tensor(image).detach().cpu().numpy().astype(np.float64)[0]
+        region = intensities != 0
+        if region.sum() < 10:
+            return probabilities
+        tissue = [c for c in range(p.shape[0]) if c != self.background]
+        x = intensities[region]
+        low, high = np.percentile(x, [1, 99])
+        x = np.clip(x, low, high)
+        prior = np.stack([np.maximum(p[c][region], 0.0) for c in tissue]) ** self.prior_weight
+        prior = prior / np.maximum(prior.sum(0, keepdims=True), 1e-12)
+        prior = (1 - self.prior_floor) * prior + self.prior_floor / len(tissue)
+        q = np.zeros_like(prior)
+        q[prior.argmax(0), np.arange(x.size)] = 1.0  # the network's labelling starts the fit
+        sigma_voxels = self._sigma_voxels(image)
+        corrected = x
+        for _ in range(self.iterations):
+            weight = np.maximum(q.sum(1), 1e-12)
+            means = (q * corrected).sum(1) / weight
+            if sigma_voxels is not None:
+                # a smooth multiplicative bias field: what the fitted classes' means leave unexplained
+                bias = _smooth_ratio((q * x).sum(0), (q * means[:, None]).sum(0), region, sigma_voxels)
+                corrected = x / np.maximum(bias, 1e-6)
+                means = (q * corrected).sum(1) / weight
+            variances = (q * (corrected - means[:, None]) ** 2).sum(1) / weight
+            variances = np.maximum(variances, 1e-12 * max(high - low, 1e-12) ** 2)
+            log_q = np.log(prior) - 0.5 * (corrected - means[:, None]) ** 2 / variances[:, None]
+            log_q -= 0.5 * np.log(variances)[:, None]
+            log_q -= log_q.max(0, keepdims=True)
+            q = np.exp(log_q)
+            q /= q.sum(0, keepdims=True)
+        refined = p.copy()
+        refined[:, region] = 0.0
+        for k, c in enumerate(tissue):
+            refined[c][region] = q[k]
+        return torch.from_numpy(refined)
+
+    def _sigma_voxels(self, image: Any) -> tuple[float, ...] | None:
+        if self.bias_sigma_mm is None:
+            return None
+        spatial = image.ndim - 1
+        pixdim = getattr(image, "pixdim", None)
+        spacing = [float(s) for s in pixdim[:spatial]] if pixdim is not None else [1.0] * spatial
+        return tuple(self.bias_sigma_mm / max(s, 1e-6) for s in spacing)
+
+
+def _smooth_ratio(numerator: Any, denominator: Any, region: Any, sigma: Sequence[float]) -> Any:
+    """``G * numerator / G * denominator`` at each voxel of ``region`` (values given in it), ``G`` a Gaussian of
+    ``sigma`` voxels; computed on a grid coarsened by up to half of sigma, as the ratio is smooth at that scale."""
+    import numpy as np
+    from scipy import ndimage
+
+    factor = [max(1, int(s // 2)) for s in sigma]
+    shape = [-(-n // f) * f for n, f in zip(region.shape, factor, strict=True)]
+    pad = [(0, s - n) for s, n in zip(shape, region.shape, strict=True)]
+
+    def coarse(values):
+        volume = np.zeros(region.shape)
+        volume[region] = values
+        blocks = np.pad(volume, pad).reshape([v for n, f in zip(shape, factor, strict=True) for v in (n // f, f)])
+        return ndimage.gaussian_filter(
+            blocks.mean(axis=tuple(range(1, 2 * len(factor), 2))),
+            [s / f for s, f in zip(sigma, factor, strict=True)],
+            mode="constant",
+        )
+
+    ratio = coarse(numerator) / np.maximum(coarse(denominator), 1e-12)
+    full = ndimage.zoom(ratio, factor, order=1, mode="nearest", grid_mode=True)
+    return full[tuple(slice(0, n) for n in region.shape)][region]

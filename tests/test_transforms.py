@@ -10,6 +10,7 @@ from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirstd, LoadImaged, Spacingd
 
 from monai_unetpp.transforms import (
+    IntensityMixtureRefined,
     MaskOutsideInputd,
     PathSafeSpacingd,
     SequentialLabelsd,
@@ -119,3 +120,78 @@ def test_mask_outside_input_bad_use_names_the_fix():
         MaskOutsideInputd("pred", source_key="input")(
             {"pred": torch.zeros(1, 4, 4, 4), "input": torch.ones(1, 8, 8, 8)}
         )
+
+
+def three_tissue_phantom(bias: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 48^3 "brain": a sphere of white matter in a shell of grey matter crossed by thin dark "sulci" of CSF, and
+    CSF at its rim; T1 intensities 0.25 / 0.55 / 0.9 with noise, zero outside, times a linear bias field
+    ``1 + bias * x``. Returns the image (1, 48, 48, 48) and the true class map (0 outside, 1 CSF, 2 GM, 3 WM)."""
+    grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 48)] * 3, indexing="ij"))
+    radius = grid.norm(dim=0)
+    truth = torch.zeros(48, 48, 48, dtype=torch.long)
+    truth[radius < 0.9] = 2
+    truth[radius < 0.55] = 3
+    sulci = (grid[1].abs() < 0.04) | (grid[2].abs() < 0.04)
+    truth[(truth == 2) & sulci] = 1
+    truth[(radius >= 0.82) & (radius < 0.9)] = 1
+    means = torch.tensor([0.0, 0.25, 0.55, 0.9])
+    noise = torch.randn(truth.shape, generator=torch.Generator().manual_seed(0))
+    image = (means[truth] + 0.04 * noise * (truth > 0)) * (1 + bias * grid[0])
+    return image[None], truth
+
+
+def blind_probabilities(truth: torch.Tensor) -> torch.Tensor:
+    """What a network that misses the sulci says: CSF at the rim, grey matter with probability 0.8 on the sulci and
+    in the rest of the shell, white matter in the sphere."""
+    p = torch.zeros(4, *truth.shape)
+    p[0][truth == 0] = 1.0
+    grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 48)] * 3, indexing="ij"))
+    rim = (truth == 1) & (grid.norm(dim=0) >= 0.82)
+    shell = ((truth == 1) | (truth == 2)) & ~rim
+    p[1][rim], p[2][rim], p[3][rim] = 0.8, 0.15, 0.05
+    p[1][shell], p[2][shell], p[3][shell] = 0.1, 0.8, 0.1
+    p[1][truth == 3], p[2][truth == 3], p[3][truth == 3] = 0.05, 0.15, 0.8
+    return p
+
+
+def test_intensity_mixture_finds_what_the_network_missed_and_keeps_the_rest():
+    image, truth = three_tissue_phantom()
+    p = blind_probabilities(truth)
+    sulci = (truth == 1) & (p[1] < 0.5)
+    assert sulci.sum() > 1000 and (p.argmax(0)[sulci] == 2).all()  # the network calls every sulcus grey matter
+    meta = MetaTensor(p, affine=torch.eye(4))
+    out = IntensityMixtureRefined("pred", "image")({"pred": meta, "image": image})["pred"]
+    assert isinstance(out, MetaTensor) and out.shape == p.shape and torch.equal(out.affine, meta.affine)
+    brain = truth > 0
+    torch.testing.assert_close(out.sum(0), torch.ones(truth.shape, dtype=out.dtype))
+    assert (out[0][brain] == 0).all() and torch.equal(out[:, ~brain], p[:, ~brain])  # the outside is untouched
+    labels = out.argmax(0)
+    for k in (1, 2, 3):
+        assert ((labels == k) == (truth == k))[brain].float().mean() > 0.99, k
+
+
+def test_intensity_mixture_with_a_bias_field_needs_the_bias_model():
+    image, truth = three_tissue_phantom(bias=0.6)  # intensities x0.4 on one side, x1.6 on the other
+    p = blind_probabilities(truth)
+    brain = truth > 0
+    image = MetaTensor(image, affine=torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0])))  # 2 mm voxels
+    accuracy = {}
+    for sigma in (None, 20.0):
+        refine = IntensityMixtureRefined("pred", "image", bias_sigma_mm=sigma)
+        labels = refine({"pred": p, "image": image})["pred"].argmax(0)
+        accuracy[sigma] = (labels == truth)[brain].float().mean().item()
+    assert accuracy[20.0] > 0.97 and accuracy[20.0] > accuracy[None] + 0.02, accuracy
+
+
+def test_intensity_mixture_names_what_is_wrong():
+    image, truth = three_tissue_phantom()
+    p = blind_probabilities(truth)
+    with pytest.raises(KeyError, match="CopyItemsd"):
+        IntensityMixtureRefined("pred", "original_image")({"pred": p})
+    with pytest.raises(ValueError, match="after Invertd"):
+        IntensityMixtureRefined("pred", "image")({"pred": p[:, :8], "image": image})
+    with pytest.raises(ValueError, match="per-class probabilities"):
+        IntensityMixtureRefined("pred", "image")({"pred": p[:2], "image": image})
+    for bad in ({"prior_weight": 0.0}, {"prior_floor": 1.0}, {"iterations": 0}, {"bias_sigma_mm": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            IntensityMixtureRefined("pred", "image", **bad)
