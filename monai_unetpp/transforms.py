@@ -164,6 +164,24 @@ def nonzero_region(image: torch.Tensor, margin: int = 1) -> torch.Tensor:
     return pool(region[None].float(), kernel_size=2 * margin + 1, stride=1, padding=margin)[0] > 0
 
 
+def _input_copy(d: Mapping[Hashable, Any], key: str, owner: str) -> Any:
+    """``d[key]``, the copy of the input image that ``owner`` needs, or a KeyError that says how to make it."""
+    if key not in d:
+        raise KeyError(
+            f"{owner} needs the input image under '{key}' (keys present: {sorted(map(str, d))}); copy the image "
+            f"before resampling, e.g. CopyItemsd(keys='image', names='{key}')."
+        )
+    return d[key]
+
+
+def _check_one_grid(pred: Any, key: Hashable, image: Any, image_key: str, owner: str) -> None:
+    if tuple(pred.shape[1:]) != tuple(image.shape[1:]):
+        raise ValueError(
+            f"'{key}' has spatial shape {tuple(pred.shape[1:])} but '{image_key}' has {tuple(image.shape[1:])}: "
+            f"place {owner} where both are on one grid (after Invertd)."
+        )
+
+
 class MaskOutsideInputd(MapTransform):
     """Set a prediction to background wherever the input image is zero, outside a margin around its nonzero region.
 
@@ -212,20 +230,11 @@ class MaskOutsideInputd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        if self.source_key not in d:
-            raise KeyError(
-                f"MaskOutsideInputd needs the input image under '{self.source_key}' (keys present: "
-                f"{sorted(map(str, d))}); copy the image before resampling, e.g. "
-                f"CopyItemsd(keys='image', names='{self.source_key}')."
-            )
+        _input_copy(d, self.source_key, "MaskOutsideInputd")
         source = d.pop(self.source_key) if self.remove_source else d[self.source_key]
         for key in self.key_iterator(d):
             pred = d[key]
-            if tuple(pred.shape[1:]) != tuple(source.shape[1:]):
-                raise ValueError(
-                    f"'{key}' has spatial shape {tuple(pred.shape[1:])} but '{self.source_key}' has "
-                    f"{tuple(source.shape[1:])}: place MaskOutsideInputd where both are on one grid (after Invertd)."
-                )
+            _check_one_grid(pred, key, source, self.source_key, "MaskOutsideInputd")
             outside = ~nonzero_region(torch.as_tensor(source), self.margin).to(torch.as_tensor(pred).device)
             out = pred.clone()
             if out.shape[0] == 1:
@@ -316,21 +325,10 @@ class IntensityMixtureRefined(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        if self.image_key not in d:
-            raise KeyError(
-                f"IntensityMixtureRefined needs the image under '{self.image_key}' (keys present: "
-                f"{sorted(map(str, d))}); copy the image before resampling, e.g. "
-                f"CopyItemsd(keys='image', names='{self.image_key}')."
-            )
-        image = d[self.image_key]
+        image = _input_copy(d, self.image_key, "IntensityMixtureRefined")
         for key in self.key_iterator(d):
             pred = d[key]
-            if tuple(pred.shape[1:]) != tuple(image.shape[1:]):
-                raise ValueError(
-                    f"'{key}' has spatial shape {tuple(pred.shape[1:])} but '{self.image_key}' has "
-                    f"{tuple(image.shape[1:])}: place IntensityMixtureRefined where both are on one grid (after "
-                    "Invertd)."
-                )
+            _check_one_grid(pred, key, image, self.image_key, "IntensityMixtureRefined")
             if pred.shape[0] < 3 or not 0 <= self.background < pred.shape[0]:
                 raise ValueError(
                     f"'{key}' must hold per-class probabilities with background channel {self.background} and at "
