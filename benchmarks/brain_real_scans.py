@@ -19,7 +19,9 @@ an unstripped neck or of a skull-stripped volume) is segmented too.
 Scans: ``colin27`` (Debian ``mricron-data``: ``/usr/share/mricron/templates/ch2.nii.gz``, mask ``ch2bet.nii.gz > 0``,
 1 mm) and ``mni152`` (the MNI152 2009 template at 1 mm from nilearn, its brain mask > 0.5; also scored against
 the bundle's own label of the template, ``monai_unetpp.data.brain.tissue_labels``). ``--scan NAME IMAGE MASK``
-adds others. The references are cached in ``--cache`` (N4 and Atropos take minutes per 1 mm scan).
+adds others; ``--biased NAME`` adds a copy of a scan times a strong smooth bias field (:func:`bias_field`), scored
+against the scan's own reference. The references are cached in ``--cache`` (N4 and Atropos take minutes per 1 mm
+scan).
 
 Usage (from the repository root; antspyx is a benchmark-only dependency, ``pip install antspyx``)::
 
@@ -113,9 +115,10 @@ def atropos_reference(image_file: Path, mask: np.ndarray, affine: np.ndarray) ->
 
 
 def bundle_labels(
-    image: np.ndarray, affine: np.ndarray, model: Path, bundle: Path, work: Path, name: str
+    image: np.ndarray, affine: np.ndarray, model: Path, bundle: Path, work: Path, name: str, **settings: Any
 ) -> tuple[np.ndarray, float]:
-    """The bundle's inference.json on ``image`` (written as NIfTI with ``affine``): its labels and seconds."""
+    """The bundle's inference.json on ``image`` (written as NIfTI with ``affine``), with ``settings`` as
+    overrides: its labels and seconds."""
     from monai.bundle import ConfigWorkflow
 
     case_dir, out_dir, ckpt_dir = work / "in", work / f"out_{name}", work / "models"
@@ -135,6 +138,7 @@ def bundle_labels(
         save_montages=False,
         progress_bar=False,
         num_workers=0,
+        **settings,
     )
     flow.initialize()
     start = time.perf_counter()
@@ -176,6 +180,28 @@ def mni152_scan(work: Path) -> dict[str, Any]:
     return {"name": "mni152", "image": image_file, "mask": mask_file, "own_label": label}
 
 
+def bias_field(shape: tuple[int, ...]) -> np.ndarray:
+    """A strong smooth multiplicative bias field over a volume: ``exp(0.4 z + 0.3 y^2 - 0.2 x)`` with each axis
+    spanning [-1, 1]: from 0.55 to 2.5 times the intensity (x0.67 to x1.5 along the third axis alone)."""
+    x, y, z = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in shape], indexing="ij")
+    return np.exp(0.4 * z + 0.3 * y**2 - 0.2 * x).astype(np.float32)
+
+
+def biased_scan(scan: dict[str, Any], work: Path) -> dict[str, Any]:
+    """``scan`` times :func:`bias_field`, written to ``work``; scored against the reference of ``scan`` itself."""
+    source = nib.load(scan["image"])
+    image = np.asarray(source.dataobj, dtype=np.float32)
+    path = work / f"{scan['name']}_biased.nii.gz"
+    nib.save(nib.Nifti1Image(image * bias_field(image.shape), source.affine), path)
+    return {
+        **scan,
+        "name": f"{scan['name']}_biased",
+        "image": path,
+        "reference_of": scan["name"],
+        "reference_image": scan["image"],
+    }
+
+
 def montage(filename: Path, image: np.ndarray, reference: np.ndarray, pred: np.ndarray, affine: np.ndarray) -> None:
     from monai_unetpp.visualize import save_montage
 
@@ -196,6 +222,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-mni152", action="store_true", help="leave the MNI152 template out")
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="measure these scans only")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="the network's own labels: inference with refine_with_intensities=false",
+    )
+    parser.add_argument(
+        "--biased",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="also score a copy of these scans times a strong smooth bias field (bias_field), against the reference "
+        "of the scan itself: the bias field a real scan may have, on a development scan",
+    )
     args = parser.parse_args(argv)
     if not args.model.is_file():
         raise SystemExit(f"--model {args.model} is not a file; train the bundle or pass its models/model.pt.")
@@ -210,31 +249,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = Path(tmp)
         scans = load_scans(args.scan) + ([] if args.no_mni152 else [mni152_scan(work)])
         scans = [scan for scan in scans if args.only is None or scan["name"] in args.only]
+        scans += [biased_scan(scan, work) for scan in scans if scan["name"] in args.biased]
         for scan in scans:
             name = scan["name"]
             image_nii = nib.load(scan["image"])
             image = np.asarray(image_nii.dataobj, dtype=np.float32)
-            mask = np.asarray(nib.load(scan["mask"]).dataobj) > (0.5 if name == "mni152" else 0)
+            mask = np.asarray(nib.load(scan["mask"]).dataobj) > (0.5 if name.startswith("mni152") else 0)
             if mask.shape != image.shape:
                 raise SystemExit(f"{name}: mask {scan['mask']} has shape {mask.shape}, image {image.shape}.")
             affine = image_nii.affine
-            cached = args.cache / f"{name}_atropos.nii.gz"
+            cached = args.cache / f"{scan.get('reference_of', name)}_atropos.nii.gz"
             start = time.perf_counter()
             if cached.is_file():
                 reference = np.asarray(nib.load(cached).dataobj).astype(np.uint8)
             else:
-                reference = atropos_reference(Path(scan["image"]), mask, affine)
+                reference = atropos_reference(Path(scan.get("reference_image", scan["image"])), mask, affine)
                 nib.save(nib.Nifti1Image(reference, affine), cached)
             reference_s = time.perf_counter() - start
             baseline = kmeans_labels(image, mask)
             stripped = image * mask
-            pred, seconds = bundle_labels(stripped, affine, args.model, args.bundle, work, name)
+            settings = {"refine_with_intensities": False} if args.no_refine else {}
+            pred, seconds = bundle_labels(stripped, affine, args.model, args.bundle, work, name, **settings)
             outside = ~_dilate(mask)
             if args.pad:
                 padded = np.pad(stripped, args.pad)
                 pad_affine = affine.copy()
                 pad_affine[:3, 3] -= affine[:3, :3] @ np.full(3, args.pad)
-                pred_padded, _ = bundle_labels(padded, pad_affine, args.model, args.bundle, work, f"{name}_padded")
+                pred_padded, _ = bundle_labels(
+                    padded, pad_affine, args.model, args.bundle, work, f"{name}_padded", **settings
+                )
                 padded_outside = ~_dilate(np.pad(mask, args.pad))
                 padded_scores = {
                     "bundle_padded_outside_mask": float((pred_padded[padded_outside] > 0).sum() / mask.sum()),

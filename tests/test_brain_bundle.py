@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import BUNDLE_BRAIN
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 from pictures import assert_real_picture
 
 from monai_unetpp.data.brain import (
@@ -157,9 +157,31 @@ def test_inference_writes_segmentations_and_montages(trained):
     flow.run()
     seg = nib.load(trained / "eval" / "mni152_test_000_seg.nii.gz")
     assert seg.shape == (99, 117, 95)  # back in the image's own 2 mm grid
-    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
+    labels = np.asarray(seg.dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    image = nib.load(trained / "data" / "mni152_tissue_2mm" / "imagesTs" / "mni152_test_000.nii.gz").get_fdata()
+    # refined with the scan's intensities (the default): every voxel of the brain is tissue
+    assert (labels[image > 0] > 0).all()
     montage = trained / "eval" / "mni152_test_000_montage.png"
     assert_real_picture(montage, montage_size(3, has_label=True, num_classes=4))
+    # without the refinement: the network's own labels
+    flow = workflow(
+        trained, ["inference.json"], "infer", refine_with_intensities="false", output_dir=str(trained / "plain")
+    )
+    flow.run()
+    plain = np.asarray(nib.load(trained / "plain" / "mni152_test_000_seg.nii.gz").dataobj)
+    assert plain.shape == labels.shape and (plain != labels).any()
+
+
+def test_inference_without_the_refinement_skips_it(tmp_path):
+    names = {}
+    for value in ("true", "false"):
+        parser = ConfigParser()
+        parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+        parser.update({"bundle_root": str(tmp_path), "refine_with_intensities": value})
+        names[value] = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
+    assert "IntensityMixtureRefined" in names["true"]
+    assert names["false"] == [n for n in names["true"] if n != "IntensityMixtureRefined"]
 
 
 def test_synthesis_labels_open_csf_with_the_level_and_images_follow_the_labels():
@@ -207,12 +229,12 @@ def everything_is_grey_matter(trained, tmp_path_factory) -> Path:
     return root
 
 
-def infer(root: Path, name: str, image: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+def infer(root: Path, name: str, image: np.ndarray, affine: np.ndarray, **settings) -> nib.Nifti1Image:
     (root / "in").mkdir(exist_ok=True)
     path = root / "in" / f"{name}.nii.gz"
     nib.save(nib.Nifti1Image(image.astype(np.float32), affine), path)
     # windows of 64^3 (the network is fully convolutional): the padded volume in a few windows instead of 2,000
-    overrides = {"dataset#data": [{"image": str(path)}], "save_montages": False, "patch_size": [64, 64, 64]}
+    overrides = {"dataset#data": [{"image": str(path)}], "save_montages": False, "patch_size": [64, 64, 64], **settings}
     workflow(root, ["inference.json"], "infer", **overrides).run()
     return nib.load(root / "eval" / f"{name}_seg.nii.gz")
 
@@ -236,4 +258,6 @@ def test_a_padded_brain_has_nothing_in_the_padding_and_comes_back_on_its_own_gri
     labels = np.asarray(seg.dataobj)
     allowed = nonzero_region(torch.as_tensor(padded)[None], 1)[0].numpy()
     assert not labels[~allowed].any()  # nothing outside the brain dilated by one voxel, so nothing in the padding
-    assert (labels[padded > 0] == 2).mean() > 0.99  # and the brain is kept: the network says grey matter there
+    # and the brain is kept: the network says grey matter there, and the refinement with the scan's intensities
+    # starts from the network's labelling, so a class that the network never chooses stays unfound
+    assert (labels[padded > 0] == 2).all()

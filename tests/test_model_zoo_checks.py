@@ -207,7 +207,7 @@ def test_requirements_are_those_the_model_zoo_would_install(bundle):
 
 
 def test_net_in_out_compares_the_network_with_the_metadata(bundle):
-    assert check(bundle, "net_in_out")["net_in_out"].detail.endswith("takes (1, 1, 32, 32)")
+    assert check(bundle, "net_in_out")["net_in_out"].detail.endswith("takes (1, 1, 16, 16)")
     edit_metadata(bundle, lambda m: m["network_data_format"]["outputs"]["pred"].update(num_channels=5))
     failed = check(bundle, "net_in_out")["net_in_out"]
     assert not failed.passed and "output channel number `3` doesn't match: `5`" in failed.detail

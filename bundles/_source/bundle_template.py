@@ -249,6 +249,9 @@ class Bundle:
     )
     validate_num_workers: int | str = "@num_workers"
 
+    #: transforms of inference.json's postprocessing on the class probabilities in the image's own space, before
+    #: the argmax (e.g. a refinement with the image's intensities)
+    inference_probability_postprocessing: list = field(default_factory=list)
     #: transforms of inference.json's postprocessing on the class-index map, after the argmax in the image's own
     #: space and before it is cast and saved (e.g. a mask that the bundle's data call for)
     inference_postprocessing: list = field(default_factory=list)
@@ -645,6 +648,7 @@ def inference(b: Bundle) -> dict[str, Any]:
                     "nearest_interp": False,
                     "to_tensor": True,
                 },
+                *b.inference_probability_postprocessing,
                 {"_target_": "monai.transforms.AsDiscreted", "keys": "pred", "argmax": True},
                 *b.inference_postprocessing,
                 {
