@@ -82,7 +82,7 @@ def test_main_job_runs_from_the_installed_wheel(installed_wheel, tmp_path):
 def test_a_bundle_copied_out_of_the_wheel_segments_at_once_with_its_shipped_model(installed_wheel, tmp_path):
     bundle = tmp_path / "unetpp_3d_segmentation"
     shutil.copytree(installed_wheel / "monai_unetpp" / "bundles" / bundle.name, bundle)
-    make_demo_dataset(bundle / "data", num_cases=1, num_test=1)
+    make_demo_dataset(bundle / "data", num_cases=2, num_test=1)
     env = {**os.environ, "PYTHONPATH": str(installed_wheel), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"]
     done = subprocess.run(
