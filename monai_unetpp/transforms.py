@@ -289,7 +289,8 @@ class IntensityMixtureRefined(MapTransform):
         prior_weight: exponent of the network's probabilities in the prior, in (0, 1]. Defaults to 0.5.
         prior_floor: share of a uniform prior, in [0, 1). Defaults to 0.1.
         iterations: EM iterations. Defaults to 15.
-        bias_sigma_mm: standard deviation in mm of the local class means, or None for global means (default).
+        bias_sigma_mm: standard deviation in mm of the bias field's smoothing (in voxels by the image's spacing
+            from its metadata, 1 mm where it has none), or None for no bias field (default).
 
     Examples::
 
