@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
@@ -342,8 +343,6 @@ class IntensityMixtureRefined(MapTransform):
 
     def _refine(self, probabilities: torch.Tensor, image: Any) -> torch.Tensor:
         """The refined ``(C, *spatial)`` probabilities (see the class docstring)."""
-        import numpy as np
-
         p = probabilities.detach().cpu().numpy().astype(np.float64)
         intensities = torch.as_tensor(image).detach().cpu().numpy().astype(np.float64)[0]
         region = intensities != 0
@@ -393,7 +392,6 @@ class IntensityMixtureRefined(MapTransform):
 def _smooth_ratio(numerator: Any, denominator: Any, region: Any, sigma: Sequence[float]) -> Any:
     """``G * numerator / G * denominator`` at each voxel of ``region`` (values given in it), ``G`` a Gaussian of
     ``sigma`` voxels; computed on a grid coarsened by up to half of sigma, as the ratio is smooth at that scale."""
-    import numpy as np
     from scipy import ndimage
 
     factor = [max(1, int(s // 2)) for s in sigma]
