@@ -42,8 +42,10 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
             for later calls and volumes (:data:`monai_unetpp.runtime.compiled_networks`); the same label maps as
             PyTorch fp32 up to float rounding (``benchmarks/README.md``). Without the openvino package it warns
             (``pip install "openvino>=2025.1"``, the ``openvino`` extra) and runs PyTorch. Defaults to ``"torch"``.
-        precision: ``"fp32"`` or ``"bf16"`` (PyTorch: autocast on the windows' device; OpenVINO: its bf16
-            inference precision, where the CPU has bf16 instructions). Defaults to ``"fp32"``.
+        precision: ``"fp32"``, ``"bf16"`` (PyTorch: autocast on the windows' device; OpenVINO: its bf16
+            inference precision, where the CPU has bf16 instructions) or ``"int8"`` (OpenVINO only, with NNCF:
+            quantized once, calibrated on the windows of the first image it runs on, then reused for later images;
+            fp32 with a warning where NNCF is missing). Defaults to ``"fp32"``.
         kwargs: further ``monai.inferers.SlidingWindowInferer`` arguments. The deprecated ``depth`` and ``mode``
             (for ``inference_depth`` and ``inference_mode``) are still accepted for one release, with a warning.
 
@@ -53,6 +55,7 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         >>> net.eval(); seg = inferer(image, net)
         >>> fast = UNetPlusPlusInferer(roi_size=96, inference_depth=2)(image, net)   # UNet++ L2
         >>> cpu = UNetPlusPlusInferer(roi_size=96, sw_batch_size=4, backend="openvino")(image, net)
+        >>> int8 = UNetPlusPlusInferer(roi_size=96, sw_batch_size=4, backend="openvino", precision="int8")
     """
 
     def __init__(
@@ -87,8 +90,8 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         super().__init__(roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=blend_mode, **kwargs)
         self.inference_mode = inference_mode
         self.inference_depth = inference_depth
-        self.precision = precision
-        self.backend = resolve_backend(backend, precision)  # "torch" where OpenVINO is missing, with a warning
+        # "torch" where OpenVINO is missing and fp32 where NNCF is missing for int8, each with a warning
+        self.backend, self.precision = resolve_backend(backend, precision)
 
     def _settings(self, network: Callable) -> dict[str, Any]:
         """The per-call settings for ``network``, checked by the network once before any window runs."""
@@ -109,6 +112,18 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
             net.check_inference_depth(settings["inference_depth"])
         return settings
 
+    def windows(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The windows this inferer cuts from ``inputs`` ``(batch, channels, *spatial)``, as one float32 CPU Tensor
+        ``(n, channels, *roi)``: what int8 calibrates on. Nothing runs on them."""
+        cut: list[torch.Tensor] = []
+
+        def keep(window: torch.Tensor) -> torch.Tensor:
+            cut.append(torch.as_tensor(window).detach().to("cpu", torch.float32))
+            return window[:, :1] * 0
+
+        super().__call__(inputs, keep)
+        return torch.cat(cut)
+
     def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         settings = self._settings(network)
         mode = self.inference_mode or getattr(unwrap_network(network), "inference_mode", "final")
@@ -121,7 +136,12 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
             if not isinstance(unwrap_network(network), torch.nn.Module):
                 raise ValueError(f"backend='openvino' converts a torch.nn.Module, got {type(network).__name__}.")
             run = openvino_window_runner(
-                network, self.precision, self.inference_mode, self.inference_depth, compiled_networks
+                network,
+                self.precision,
+                self.inference_mode,
+                self.inference_depth,
+                compiled_networks,
+                calibration=lambda: self.windows(inputs),
             )
             return super().__call__(inputs, run)
 

@@ -1,6 +1,7 @@
 # Copyright (c) monai-unetpp contributors
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Inference runtimes for sliding-window inference: PyTorch (fp32 or bf16 autocast) and OpenVINO on CPU.
+"""Inference runtimes for sliding-window inference: PyTorch (fp32 or bf16 autocast) and OpenVINO on CPU (fp32, bf16,
+or int8 by NNCF's post-training quantization).
 
 An OpenVINO network is converted once per network, weights, window shape, precision and inference settings, and
 kept in :data:`compiled_networks`, so later windows, calls and volumes reuse it. What the conversion keeps of
@@ -20,14 +21,22 @@ UNet++'s savings:
   than in the group-norm form that is faster in eager PyTorch, and the widths that the concatenation-free
   convolutions read from their inputs are folded into constant weight slices (:func:`_fold_static_shapes`).
 
-OpenVINO: https://docs.openvino.ai (``openvino.convert_model`` of a PyTorch module, CPU plugin properties).
+int8: the converted graph is quantized by NNCF (``nncf.quantize``: 8-bit symmetric weights per output channel,
+activation ranges from calibration windows, fast bias correction). The calibration windows are those of the first
+image the network runs on in int8 (:py:class:`monai_unetpp.UNetPlusPlusInferer` cuts them as it cuts the image);
+the quantized network is kept and reused for later images like any other conversion.
+
+OpenVINO: https://docs.openvino.ai (``openvino.convert_model`` of a PyTorch module, CPU plugin properties);
+NNCF: https://github.com/openvinotoolkit/nncf (``nncf.quantize`` of an OpenVINO model).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib
+import io
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -48,10 +57,12 @@ __all__ = [
     "PRECISIONS",
     "CompiledNetworkCache",
     "OpenVINONetwork",
+    "calibration_subset",
     "compiled_networks",
     "export_copy",
     "openvino_available",
     "openvino_bf16_supported",
+    "nncf_available",
     "resolve_backend",
     "torch_precision",
     "weights_fingerprint",
@@ -59,16 +70,29 @@ __all__ = [
 
 #: Inference runtimes of :py:class:`monai_unetpp.UNetPlusPlusInferer`.
 BACKENDS = ("torch", "openvino")
-#: Inference precisions: float32, or bfloat16 (PyTorch autocast; OpenVINO's ``INFERENCE_PRECISION_HINT``).
-PRECISIONS = ("fp32", "bf16")
+#: Inference precisions: float32; bfloat16 (PyTorch autocast; OpenVINO's ``INFERENCE_PRECISION_HINT``); int8
+#: (OpenVINO only: the convolutions quantized by NNCF, the rest in float32).
+PRECISIONS = ("fp32", "bf16", "int8")
 INSTALL_HINT = 'pip install "openvino>=2025.1", the openvino extra of monai-unetpp'
-_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+NNCF_INSTALL_HINT = 'pip install "nncf>=2.16", in the openvino extra of monai-unetpp'
+_OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+#: At most this many windows of the first image calibrate an int8 network (evenly spaced over the image's windows).
+CALIBRATION_WINDOWS = 64
 
 
 def openvino_available() -> bool:
     """Whether the ``openvino`` package can be imported (checked on every call: it may be installed meanwhile)."""
     try:
         importlib.import_module("openvino")
+    except ImportError:
+        return False
+    return True
+
+
+def nncf_available() -> bool:
+    """Whether the ``nncf`` package (int8 quantization) can be imported."""
+    try:
+        importlib.import_module("nncf")
     except ImportError:
         return False
     return True
@@ -81,34 +105,49 @@ def openvino_bf16_supported() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def resolve_backend(backend: str, precision: str) -> str:
-    """The backend that will run for the requested ``backend`` and ``precision``, checked: ``"openvino"`` becomes
-    ``"torch"`` with a warning where OpenVINO is not installed, and bf16 on a CPU that OpenVINO cannot run in bf16
-    is said in a warning.
+def resolve_backend(backend: str, precision: str) -> tuple[str, str]:
+    """The backend and precision that will run for the requested ``backend`` and ``precision``, checked:
+    ``"openvino"`` becomes ``"torch"`` with a warning where OpenVINO is not installed (int8 then runs as fp32),
+    int8 becomes fp32 with a warning where NNCF is not installed, and bf16 on a CPU that OpenVINO cannot run in
+    bf16 is said in a warning.
 
     Raises:
-        ValueError: for an unknown backend or precision, naming the value and the choices.
+        ValueError: for an unknown backend or precision, naming the value and the choices, and for int8 asked of
+            PyTorch.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if backend == "torch" and precision == "int8":
+        raise ValueError(
+            "precision='int8' runs in OpenVINO only: use backend='openvino', or precision 'fp32' or 'bf16' in PyTorch."
+        )
     if backend == "openvino":
         if not openvino_available():
+            fallback = "fp32" if precision == "int8" else precision
             warnings.warn(
                 f"backend='openvino' needs the openvino package, which is not installed ({INSTALL_HINT}); "
-                "running the network in PyTorch instead.",
+                f"running the network in PyTorch {fallback} instead.",
                 UserWarning,
                 stacklevel=3,
             )
-            return "torch"
+            return "torch", fallback
+        if precision == "int8" and not nncf_available():
+            warnings.warn(
+                f"precision='int8' needs the nncf package, which is not installed ({NNCF_INSTALL_HINT}); "
+                "running OpenVINO in fp32 instead.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return backend, "fp32"
         if precision == "bf16" and not openvino_bf16_supported():
             warnings.warn(
                 "precision='bf16': OpenVINO cannot run bf16 on this CPU (no AVX512-BF16 or AMX), so it runs in fp32.",
                 UserWarning,
                 stacklevel=3,
             )
-    return backend
+    return backend, precision
 
 
 def torch_precision(precision: str, device: torch.device) -> Any:
@@ -319,6 +358,58 @@ def _fold_static_shapes(model: Any) -> Any:
     return model
 
 
+def _quantized(model: Any, calibration: torch.Tensor, batch: int) -> Any:
+    """``model`` (fixed to ``batch`` windows) quantized to int8 by NNCF's post-training quantization, its
+    activation ranges measured on ``calibration`` windows ``(n, channels, *roi)``, taken ``batch`` at a time (the
+    last batch filled up from the first windows).
+
+    """
+    import nncf
+
+    windows = calibration.detach().to("cpu", torch.float32)
+    count = windows.shape[0]
+    batches = [windows[torch.arange(start, start + batch) % count].numpy() for start in range(0, count, batch)]
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
+        return nncf.quantize(
+            model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(batches)
+        )
+
+
+def _check_calibration(windows: torch.Tensor | None) -> None:
+    if windows is None:
+        raise ValueError("precision='int8' needs calibration windows (n, channels, *roi) of a real image.")
+    windows = torch.as_tensor(windows)
+    if windows.numel() == 0 or float(windows.max() - windows.min()) == 0.0:
+        # ranges of zero width: every activation would quantize to one value
+        raise ValueError(
+            "precision='int8' calibrates on the first image's windows, and these hold a single value "
+            f"({float(windows.flatten()[0]) if windows.numel() else 'no windows'}): run a real image first, or use "
+            "precision 'fp32' or 'bf16'."
+        )
+
+
+def calibration_subset(windows: torch.Tensor, limit: int = CALIBRATION_WINDOWS) -> torch.Tensor:
+    """At most ``limit`` of ``windows`` ``(n, channels, *roi)``, evenly spaced: the int8 calibration set."""
+    if windows.shape[0] <= limit:
+        return windows
+    return windows[torch.linspace(0, windows.shape[0] - 1, limit).round().long()]
+
+
+def _reads_the_input(node: Any) -> bool:
+    """Whether OpenVINO graph ``node`` depends on a ``Parameter`` (the window), not on constants alone."""
+    seen, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        if current.get_type_name() == "Parameter":
+            return True
+        for value in current.input_values():
+            upstream = value.get_node()
+            if upstream.get_name() not in seen:  # unique per node; the Python wrappers are not
+                seen.add(upstream.get_name())
+                stack.append(upstream)
+    return False
+
+
 class OpenVINONetwork:
     """``network`` converted to OpenVINO for windows shaped as ``example`` and compiled for the CPU; callable on
     window batches of that shape, returning what the network's eval forward returns (one Tensor).
@@ -329,13 +420,19 @@ class OpenVINONetwork:
     Args:
         network: the network (see :func:`export_copy`).
         example: a window batch ``(batch, channels, *roi)``.
-        precision: ``"fp32"`` or ``"bf16"``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"``.
         inference_mode, inference_depth: as for :func:`export_copy`.
+        calibration: for int8, windows ``(n, channels, *roi)`` of a real image (at most
+            :data:`CALIBRATION_WINDOWS` are used, see :func:`calibration_subset`); ignored otherwise.
+
+    Raises:
+        ValueError: for int8 without calibration windows, or with windows of one value.
 
     Examples::
 
         >>> ov_net = OpenVINONetwork(net, torch.zeros(4, 1, 96, 96, 96), precision="bf16")
         >>> logits = ov_net(windows)   # (4, out_channels, 96, 96, 96), a float32 Tensor
+        >>> int8 = OpenVINONetwork(net, windows[:4], precision="int8", calibration=windows)
     """
 
     def __init__(
@@ -345,11 +442,14 @@ class OpenVINONetwork:
         precision: str = "fp32",
         inference_mode: str | None = None,
         inference_depth: int | None = None,
+        calibration: torch.Tensor | None = None,
     ) -> None:
         import openvino as ov
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+        if precision == "int8":
+            _check_calibration(calibration)
         self.precision = precision
         example = torch.as_tensor(example).detach().to("cpu", torch.float32)
         self.window_shape = tuple(example.shape[1:])
@@ -361,6 +461,8 @@ class OpenVINONetwork:
             traced = torch.jit.trace(module, example, check_trace=False)
             model = ov.convert_model(traced, example_input=example, input=[tuple(example.shape)])
         self.model = _fold_static_shapes(model)
+        if precision == "int8":
+            self.model = _quantized(self.model, calibration_subset(torch.as_tensor(calibration)), example.shape[0])
         self._core = ov.Core()
         self._compiled: dict[tuple[int, int], Any] = {}
         self._compile(example.shape[0])
@@ -398,12 +500,11 @@ class OpenVINONetwork:
     def transposed_convolution_kernels(self) -> list[tuple[int, ...]]:
         """The spatial kernel shape of every transposed convolution left after constant folding: ``(2, 2, 2)`` for
         a plain deconvolution, ``(4, 4, 4)`` for one folded with a 3x3x3 convolution. None computes a folded kernel
-        (their weights are constants)."""
+        (their weights are constants, in int8 constants behind their dequantization)."""
         kernels = []
         for op in self._folded().get_ordered_ops():
             if op.get_type_name() == "ConvolutionBackpropData":
-                weight = op.input_value(1).get_node()
-                if weight.get_type_name() != "Constant":
+                if _reads_the_input(op.input_value(1).get_node()):
                     raise RuntimeError(f"the transposed convolution {op.get_friendly_name()} has computed weights.")
                 kernels.append(tuple(op.get_input_shape(1))[2:])
         return kernels
@@ -467,11 +568,13 @@ class CompiledNetworkCache:
         inference_mode: str | None = None,
         inference_depth: int | None = None,
         fingerprint: str | None = None,
+        calibration: Callable[[], torch.Tensor] | None = None,
     ) -> OpenVINONetwork:
         """The :class:`OpenVINONetwork` for ``network`` with windows shaped as ``example``, converted on first use.
 
         ``fingerprint``: :func:`weights_fingerprint` of ``network`` where the caller has it (one digest per volume
-        rather than per window batch)."""
+        rather than per window batch). ``calibration``: for int8, returns the calibration windows; called only when
+        the network is converted."""
         net = unwrap_network(network)
         key = (
             fingerprint or weights_fingerprint(net),
@@ -483,7 +586,8 @@ class CompiledNetworkCache:
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
-        entry = OpenVINONetwork(net, example, precision, inference_mode, inference_depth)
+        windows = calibration() if precision == "int8" and calibration is not None else None
+        entry = OpenVINONetwork(net, example, precision, inference_mode, inference_depth, windows)
         self.conversions += 1
         self._entries[key] = entry
         while len(self._entries) > self.max_size:
@@ -502,15 +606,16 @@ def openvino_window_runner(
     inference_mode: str | None,
     inference_depth: int | None,
     cache: CompiledNetworkCache | None = None,
+    calibration: Callable[[], torch.Tensor] | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A per-window callable for one volume: the weights' digest is taken once, here, and each window batch gets
-    the cached :class:`OpenVINONetwork` for its shape."""
+    the cached :class:`OpenVINONetwork` for its shape (``calibration``: see :py:meth:`CompiledNetworkCache.get`)."""
     cache = compiled_networks if cache is None else cache
     fingerprint = weights_fingerprint(unwrap_network(network))
 
     def run(windows: torch.Tensor) -> torch.Tensor:
         windows = torch.as_tensor(windows)
-        entry = cache.get(network, windows, precision, inference_mode, inference_depth, fingerprint)
+        entry = cache.get(network, windows, precision, inference_mode, inference_depth, fingerprint, calibration)
         return entry(windows)
 
     return run

@@ -114,6 +114,50 @@ def test_bf16_agrees_with_fp32(net, cache, backend):
     assert (out - reference).abs().max() < 0.05 * reference.abs().max()
 
 
+def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
+    pytest.importorskip("nncf")
+    image = seeded(*VOLUME, seed=3)
+    reference = infer(net, image)
+    out = infer(net, image, backend="openvino", precision="int8")
+    (entry,) = cache
+    assert entry.precision == "int8" and entry.compiled_batches == [2, 4]
+    assert entry.op_counts().get("FakeQuantize", 0) >= 14  # an input of every convolution, the head's too
+    assert entry.transposed_convolution_kernels() == [(4, 4, 4)] * 3  # still folded, weights constant
+    agreement = (out.argmax(1) == reference.argmax(1)).float().mean()
+    assert agreement > 0.95
+    assert (out - reference).abs().max() < 0.2 * reference.abs().max()
+
+    inferer = UNetPlusPlusInferer(ROI, sw_batch_size=4, backend="openvino", precision="int8")
+    other = seeded(*VOLUME, seed=4)
+    with torch.no_grad():
+        again = inferer(other, net)
+    assert cache.conversions == 1  # the same weights, window and precision: no new calibration
+    assert (again.argmax(1) == infer(net, other).argmax(1)).float().mean() > 0.95
+    windows = inferer.windows(image)
+    assert windows.shape == (18, 1, ROI, ROI, ROI)  # the inferer's own windows, the calibration set
+    assert torch.equal(windows[0], image[0, :, :ROI, :ROI, :ROI])
+
+
+def test_int8_refuses_an_image_of_one_value(net, cache):
+    pytest.importorskip("nncf")
+    with pytest.raises(ValueError, match=r"int8.*single value \(0.0\).*run a real image first"):
+        infer(net, torch.zeros(VOLUME), backend="openvino", precision="int8")
+    assert len(cache) == 0
+
+
+def test_int8_in_pytorch_is_an_error_and_without_nncf_runs_fp32(net, monkeypatch):
+    with pytest.raises(ValueError, match=r"precision='int8' runs in OpenVINO only: use backend='openvino'"):
+        UNetPlusPlusInferer(ROI, precision="int8")
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.warns(UserWarning, match=r"needs the nncf package.*pip install \"nncf>=2.16\".*OpenVINO in fp32"):
+        inferer = UNetPlusPlusInferer(ROI, sw_batch_size=4, backend="openvino", precision="int8")
+    assert (inferer.backend, inferer.precision) == ("openvino", "fp32")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.warns(UserWarning, match=r"PyTorch fp32 instead"):
+        inferer = UNetPlusPlusInferer(ROI, sw_batch_size=4, backend="openvino", precision="int8")
+    assert (inferer.backend, inferer.precision) == ("torch", "fp32")
+
+
 def test_without_openvino_the_inferer_warns_and_runs_pytorch(net, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
     assert not runtime.openvino_available()

@@ -120,7 +120,7 @@ def test_inference_backend_from_conf_and_request(radiology):
         "t.inferer({'inference_backend': 'torch'}).backend, t.config()['inference_precision'])\n"
     )
     printed = run_in_venv(["-c", probe], tmp).split()
-    assert printed == ["['openvino',", "'torch']", "openvino", "torch", "['fp32',", "'bf16']"], printed
+    assert printed == ["['openvino',", "'torch']", "openvino", "torch", "['fp32',", "'bf16',", "'int8']"], printed
     # OpenVINO gives the label map that PyTorch gives, on the image's grid
     torch_label = server.infer(MODEL, "img1", tmp / "img1_torch.nii.gz", params={"inference_backend": "torch"})
     mark = len(server.log_text())
@@ -131,6 +131,15 @@ def test_inference_backend_from_conf_and_request(radiology):
     assert (a == b).mean() > 0.999, (a == b).mean()
     status, body = server.infer_response(MODEL, "img1", params={"inference_backend": "tensorrt"})
     assert status == 422 and "backend must be one of" in error_detail(body) and "tensorrt" in error_detail(body), body
+    # int8: OpenVINO only, calibrated on the request's image
+    int8_label = server.infer(
+        MODEL, "img1", tmp / "img1_int8.nii.gz", params={"inference_backend": "openvino", "inference_precision": "int8"}
+    )
+    assert_label_volume(int8_label, studies / "img1.nii.gz", LABELS.values())
+    status, body = server.infer_response(
+        MODEL, "img1", params={"inference_backend": "torch", "inference_precision": "int8"}
+    )
+    assert status == 422 and "precision='int8' runs in OpenVINO only" in error_detail(body), body
 
 
 def test_a_truncated_image_is_answered_with_an_error_naming_it(radiology):

@@ -90,7 +90,8 @@ class UNetPlusPlusInferTask(BasicInferTask):
             :data:`monai_unetpp.label.defaults.SW_BATCH_SIZE`.
         inference_backend: default ``"torch"`` or ``"openvino"`` (CPU; PyTorch with a warning where OpenVINO is
             not installed), a viewer option. Defaults to ``"torch"``.
-        inference_precision: default ``"fp32"`` or ``"bf16"``, a viewer option. Defaults to ``"fp32"``.
+        inference_precision: default ``"fp32"``, ``"bf16"`` or ``"int8"`` (OpenVINO only), a viewer option.
+            Defaults to ``"fp32"``.
         overlap: sliding-window overlap. Defaults to 0.25.
         description: text shown by the viewer.
         restrict_images: refuse image files outside the server's datastore (MONAI Label 0.8.5 passes an absolute
@@ -133,7 +134,8 @@ class UNetPlusPlusInferTask(BasicInferTask):
         depths = network.valid_inference_depths()
         default_depth = network.check_inference_depth(network.depth if inference_depth is None else inference_depth)
         modes = [inference_mode] + [m for m in INFERENCE_MODES if m != inference_mode and network.deep_supervision]
-        inference_backend = resolve_backend(inference_backend, inference_precision)  # warns once where it falls back
+        # warns once where it falls back
+        inference_backend, inference_precision = resolve_backend(inference_backend, inference_precision)
         backends = [inference_backend] + [b for b in BACKENDS if b != inference_backend]
         super().__init__(
             path=path,
