@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="the network's own labels: inference with refine_with_intensities=false",
     )
+    parser.add_argument("--backend", default="torch", help="the bundle's inference_backend (torch, openvino)")
+    parser.add_argument("--precision", default="fp32", help="the bundle's inference_precision (fp32, bf16, int8)")
     parser.add_argument(
         "--biased",
         nargs="+",
@@ -268,7 +270,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             reference_s = time.perf_counter() - start
             baseline = kmeans_labels(image, mask)
             stripped = image * mask
-            settings = {"refine_with_intensities": False} if args.no_refine else {}
+            settings = {"inference_backend": args.backend, "inference_precision": args.precision}
+            if args.no_refine:
+                settings["refine_with_intensities"] = False
             pred, seconds = bundle_labels(stripped, affine, args.model, args.bundle, work, name, **settings)
             outside = ~_dilate(mask)
             if args.pad:
@@ -311,7 +315,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(json.dumps(row))
             montage(args.out / f"real_scans_{args.label}_{name}.png", stripped, reference, pred, affine)
 
-    results = {"model": str(args.model), "label": args.label, "cpu": cpu, "pad": args.pad, "rows": rows}
+    results = {
+        "model": str(args.model),
+        "label": args.label,
+        "cpu": cpu,
+        "runtime": f"{args.backend} {args.precision}",
+        "pad": args.pad,
+        "rows": rows,
+    }
     (args.out / f"real_scans_{args.label}.json").write_text(json.dumps(results, indent=4) + "\n")
     table = [
         "| scan | grid | k-means mean Dice | bundle CSF / GM / WM | bundle mean Dice | bundle CSF share (reference) "
@@ -326,7 +337,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             + f" | **{r['bundle_mean']:.3f}** | {r['bundle_fractions'][0]:.1%} ({r['reference_fractions'][0]:.1%}) "
             f"| {r['bundle_outside_mask']:.2%} | {padded_cell(r)} | {r['bundle_seconds']:.0f} s |"
         )
-    (args.out / f"real_scans_{args.label}.md").write_text("\n".join(table) + f"\n\nCPU: {cpu}\n")
+    (args.out / f"real_scans_{args.label}.md").write_text(
+        "\n".join(table) + f"\n\nCPU: {cpu}; runtime: {args.backend} {args.precision}\n"
+    )
     print("\n".join(table))
     return results
 

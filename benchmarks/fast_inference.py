@@ -9,8 +9,10 @@ label maps are those of a network that segments something, and MONAI's gets them
 smaller), timed alternately with the others in every repeat:
 
 - MONAI's network in PyTorch fp32 (what MONAI users run today: the reference), PyTorch bf16 autocast, and
-  converted to OpenVINO (fp32, bf16);
-- ours in PyTorch fp32 and bf16, in OpenVINO fp32 and bf16, and pruned to ``inference_depth=2`` in OpenVINO.
+  converted to OpenVINO (fp32, bf16, int8);
+- ours in PyTorch fp32 and bf16, in OpenVINO fp32, bf16 and int8, and pruned to ``inference_depth=2`` in OpenVINO.
+
+int8 (OpenVINO only, both networks) is quantized by NNCF, calibrated on the test volume's own windows.
 
 It prints seconds per volume, the ratios the targets are stated in, the argmax agreement with MONAI's PyTorch fp32
 label map and the Dice of each label map with the volume's ground truth. The conversion to OpenVINO (once per
@@ -52,6 +54,7 @@ TARGETS = (
     ("fastest ours", REFERENCE, 0.2),
     ("ours openvino fp32", "monai openvino fp32", 0.9),
     ("ours openvino bf16", "monai openvino bf16", 0.9),
+    ("ours openvino int8", "monai openvino int8", 0.9),
     ("ours openvino fp32 depth 2", "monai openvino fp32", 0.45),
 )
 
@@ -112,7 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (PyTorch and OpenVINO). Default: 2.")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each path. Default: 5.")
     parser.add_argument("--train-steps", type=int, default=40, help="training steps before measuring. Default: 40.")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=runtime.PRECISIONS)
+    parser.add_argument("--precisions", nargs="+", default=list(runtime.PRECISIONS), choices=runtime.PRECISIONS)
     parser.add_argument("--json", type=Path, help="also write the results here.")
     parser.add_argument("--quick", action="store_true", help="tiny networks, fp32 only: a smoke test in seconds.")
     args = parser.parse_args(argv)
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     paths: dict[str, tuple[torch.nn.Module, dict]] = {}
     for precision in ["fp32", *[p for p in args.precisions if p != "fp32"]]:
         for backend in runtime.BACKENDS:
+            if precision == "int8" and backend == "torch":
+                continue  # int8 runs in OpenVINO only
             paths[f"monai {backend} {precision}"] = (monai_final, {"backend": backend, "precision": precision})
             paths[f"ours {backend} {precision}"] = (ours, {"backend": backend, "precision": precision})
     paths["ours torch fp32 depth 2"] = (ours, {"inference_depth": 2})

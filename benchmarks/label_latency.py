@@ -4,6 +4,8 @@ Run by hand in the MONAI Label venv (``bash scripts/setup_label_env.sh``), from 
 
     ~/.cache/monai-unetpp/label-venv/bin/python benchmarks/label_latency.py --route bundle
     ~/.cache/monai-unetpp/label-venv/bin/python benchmarks/label_latency.py --route radiology
+    ~/.cache/monai-unetpp/label-venv/bin/python benchmarks/label_latency.py --route radiology \
+        --backend openvino --precision int8
 
 ``--route bundle`` serves the main job's model (``demo/unetpp_3d_segmentation``, made by
 ``bash scripts/main_job.sh``) with MONAI Label's monaibundle app, as docs/monai_label.md's route 1 says;
@@ -60,7 +62,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare(route: str, work: Path, bundle: Path) -> tuple[Path, str, dict[str, str]]:
+def prepare(route: str, work: Path, bundle: Path, backend: str, precision: str) -> tuple[Path, str, dict[str, str]]:
     """The app folder, the model name and the ``--conf`` settings of the route, as the docs give them."""
     python = [sys.executable, "-m"]
     if route == "bundle":
@@ -76,7 +78,8 @@ def prepare(route: str, work: Path, bundle: Path) -> tuple[Path, str, dict[str, 
     names = [n for k, n in sorted(labels["pred"]["channel_def"].items(), key=lambda kv: int(kv[0])) if k != "0"]
     subprocess.run([*python, "monai_unetpp.label.make_app", str(app), "--labels", ",".join(names),
                     "--target-spacing", "1.5,1.5,2"], check=True, capture_output=True)  # fmt: skip
-    return app, "segmentation_unetpp", {"models": "segmentation_unetpp", "sam2": "false"}
+    conf = {"models": "segmentation_unetpp", "sam2": "false"}
+    return app, "segmentation_unetpp", {**conf, "unetpp_inference_backend": backend, "unetpp_inference_precision": precision}
 
 
 def percentiles(values: list[float]) -> str:
@@ -90,7 +93,11 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=REPO / "demo" / BUNDLE, help="the main job's bundle")
     parser.add_argument("--single", type=int, default=5, help="requests one after another")
     parser.add_argument("--concurrent", type=int, default=20, help="requests sent at once")
+    parser.add_argument("--backend", default="torch", help="route radiology: the task's inference_backend")
+    parser.add_argument("--precision", default="fp32", help="route radiology: the task's inference_precision")
     args = parser.parse_args()
+    if args.route == "bundle" and (args.backend, args.precision) != ("torch", "fp32"):
+        parser.error("--backend and --precision set the radiology app's task (--route radiology)")
     # `timeout` and Ctrl-C leave through the finally below, which stops the server
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("label_latency: stopped by SIGTERM"))
 
@@ -98,7 +105,7 @@ def main() -> None:
     studies = work / "studies"
     shutil.copytree(args.bundle / "data" / "imagesTs", studies)
     images = sorted(p.name.split(".")[0] for p in studies.glob("*.nii.gz"))
-    app, model, conf = prepare(args.route, work, args.bundle)
+    app, model, conf = prepare(args.route, work, args.bundle, args.backend, args.precision)
 
     port = free_port()
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies)]
@@ -152,6 +159,8 @@ def main() -> None:
 
     threads = os.environ.get("OMP_NUM_THREADS", f"torch's default, {torch.get_num_threads()}")
     print(f"route {args.route}: model {model}, {len(images)} images from {args.bundle / 'data' / 'imagesTs'}")
+    if args.route == "radiology":
+        print(f"inference: {args.backend} {args.precision}")
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, torch kernels {torch.backends.cpu.get_cpu_capability()}")
     print(f"torch {torch.__version__}, server threads: {threads}")
     print(f"load average (1 min): {load_before[0]:.1f} before, {load_after[0]:.1f} after")
