@@ -12,7 +12,7 @@ import torch
 from monai.inferers import SlidingWindowInferer
 
 from .networks.unetplusplus import reduce_heads
-from .runtime import compiled_networks, openvino_window_runner, resolve_backend, torch_precision
+from .runtime import AUTO, compiled_networks, openvino_window_runner, resolve_backend, torch_precision
 from .utils import unwrap_network
 
 __all__ = ["UNetPlusPlusInferer", "unwrap_network"]
@@ -37,15 +37,18 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         inference_depth: pruning depth ``k`` (UNet++ L_k) or None for the network's setting.
         blend_mode: how overlapping windows are blended: SlidingWindowInferer's ``mode``, which is also
             this object's ``mode`` attribute. Defaults to ``"constant"``.
-        backend: ``"torch"`` (the network itself) or ``"openvino"``: the network converted to OpenVINO for the
+        backend: ``"torch"`` (the network itself), ``"openvino"`` or ``"auto"`` (OpenVINO where it is installed and
+            the image is on the CPU, else PyTorch: the faster by measurement, see
+            :func:`monai_unetpp.runtime.resolve_backend`). ``"openvino"``: the network converted to OpenVINO for the
             window shape and compiled for the CPU, once per weights, window shape, precision and settings, and kept
             for later calls and volumes (:data:`monai_unetpp.runtime.compiled_networks`); the same label maps as
             PyTorch fp32 up to float rounding (``benchmarks/README.md``). Without the openvino package it warns
             (``pip install "openvino>=2025.1"``, the ``openvino`` extra) and runs PyTorch. Defaults to ``"torch"``.
         precision: ``"fp32"``, ``"bf16"`` (PyTorch: autocast on the windows' device; OpenVINO: its bf16
-            inference precision, where the CPU has bf16 instructions) or ``"int8"`` (OpenVINO only, with NNCF:
+            inference precision, where the CPU has bf16 instructions), ``"int8"`` (OpenVINO only, with NNCF:
             quantized once, calibrated on the windows of the first image it runs on, then reused for later images;
-            fp32 with a warning where NNCF is missing). Defaults to ``"fp32"``.
+            fp32 with a warning where NNCF is missing) or ``"auto"`` (bf16 where OpenVINO runs it natively, else
+            fp32). Defaults to ``"fp32"``.
         kwargs: further ``monai.inferers.SlidingWindowInferer`` arguments. The deprecated ``depth`` and ``mode``
             (for ``inference_depth`` and ``inference_mode``) are still accepted for one release, with a warning.
 
@@ -90,7 +93,9 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         super().__init__(roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=blend_mode, **kwargs)
         self.inference_mode = inference_mode
         self.inference_depth = inference_depth
-        # "torch" where OpenVINO is missing and fp32 where NNCF is missing for int8, each with a warning
+        self.requested_runtime = (backend, precision)
+        # the runtime for images on the CPU, checked now: "torch" where OpenVINO is missing and fp32 where NNCF is
+        # missing for int8, each with a warning; "auto" looks at the images' device again at each call
         self.backend, self.precision = resolve_backend(backend, precision)
 
     def _settings(self, network: Callable) -> dict[str, Any]:
@@ -127,7 +132,10 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
     def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         settings = self._settings(network)
         mode = self.inference_mode or getattr(unwrap_network(network), "inference_mode", "final")
-        if self.backend == "openvino":
+        backend, precision = self.backend, self.precision
+        if AUTO in self.requested_runtime and inputs.device.type != "cpu":
+            backend, precision = resolve_backend(*self.requested_runtime, device=inputs.device.type)
+        if backend == "openvino":
             if args or kwargs:
                 raise ValueError(
                     "backend='openvino' runs the network on the window alone; extra network arguments "
@@ -137,7 +145,7 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
                 raise ValueError(f"backend='openvino' converts a torch.nn.Module, got {type(network).__name__}.")
             run = openvino_window_runner(
                 network,
-                self.precision,
+                precision,
                 self.inference_mode,
                 self.inference_depth,
                 compiled_networks,
@@ -146,9 +154,9 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
             return super().__call__(inputs, run)
 
         def one_output(window: torch.Tensor, *a: Any, **kw: Any) -> torch.Tensor:
-            with torch_precision(self.precision, window.device):
+            with torch_precision(precision, window.device):
                 out = network(window, *a, **kw, **settings)
             out = reduce_heads(list(out), mode) if isinstance(out, (list, tuple)) else out
-            return out.float() if self.precision == "bf16" else out
+            return out.float() if precision == "bf16" else out
 
         return super().__call__(inputs, one_output, *args, **kwargs)

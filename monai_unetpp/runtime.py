@@ -53,6 +53,7 @@ from .networks.unetplusplus import reduce_heads
 from .utils import unwrap_network
 
 __all__ = [
+    "AUTO",
     "BACKENDS",
     "PRECISIONS",
     "CompiledNetworkCache",
@@ -70,6 +71,8 @@ __all__ = [
 
 #: Inference runtimes of :py:class:`monai_unetpp.UNetPlusPlusInferer`.
 BACKENDS = ("torch", "openvino")
+#: The backend and precision that choose for the machine (:func:`resolve_backend`).
+AUTO = "auto"
 #: Inference precisions: float32; bfloat16 (PyTorch autocast; OpenVINO's ``INFERENCE_PRECISION_HINT``); int8
 #: (OpenVINO only: the convolutions quantized by NNCF, the rest in float32).
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -105,20 +108,29 @@ def openvino_bf16_supported() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def resolve_backend(backend: str, precision: str) -> tuple[str, str]:
-    """The backend and precision that will run for the requested ``backend`` and ``precision``, checked:
-    ``"openvino"`` becomes ``"torch"`` with a warning where OpenVINO is not installed (int8 then runs as fp32),
-    int8 becomes fp32 with a warning where NNCF is not installed, and bf16 on a CPU that OpenVINO cannot run in
-    bf16 is said in a warning.
+def resolve_backend(backend: str, precision: str, device: str = "cpu") -> tuple[str, str]:
+    """The backend and precision that will run for the requested ``backend`` and ``precision`` on images on
+    ``device`` (a device type), checked.
+
+    ``"auto"`` chooses by measurement (benchmarks/README.md): the backend is OpenVINO where it is installed and the
+    images are on the CPU, else PyTorch (int8 always asks for OpenVINO); the precision is bf16 where OpenVINO runs
+    bf16 natively (AVX512-BF16 or AMX), else fp32. An explicit ``"openvino"`` becomes ``"torch"`` with a warning
+    where OpenVINO is not installed (int8 then runs as fp32), int8 becomes fp32 with a warning where NNCF is not
+    installed, and bf16 on a CPU that OpenVINO cannot run in bf16 is said in a warning.
 
     Raises:
         ValueError: for an unknown backend or precision, naming the value and the choices, and for int8 asked of
             PyTorch.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if backend not in (*BACKENDS, AUTO):
+        raise ValueError(f"backend must be one of {(*BACKENDS, AUTO)}, got {backend!r}.")
+    if precision not in (*PRECISIONS, AUTO):
+        raise ValueError(f"precision must be one of {(*PRECISIONS, AUTO)}, got {precision!r}.")
+    if backend == AUTO:
+        chosen = precision == "int8" or (device == "cpu" and openvino_available())
+        backend = "openvino" if chosen else "torch"
+    if precision == AUTO:
+        precision = "bf16" if backend == "openvino" and openvino_available() and openvino_bf16_supported() else "fp32"
     if backend == "torch" and precision == "int8":
         raise ValueError(
             "precision='int8' runs in OpenVINO only: use backend='openvino', or precision 'fp32' or 'bf16' in PyTorch."

@@ -158,6 +158,26 @@ def test_int8_in_pytorch_is_an_error_and_without_nncf_runs_fp32(net, monkeypatch
     assert (inferer.backend, inferer.precision) == ("torch", "fp32")
 
 
+def test_auto_runs_openvino_on_the_cpu_and_pytorch_elsewhere_or_without_it(net, cache, monkeypatch):
+    bf16 = runtime.openvino_bf16_supported()
+    inferer = UNetPlusPlusInferer(ROI, sw_batch_size=4, backend="auto", precision="auto")
+    assert (inferer.backend, inferer.precision) == ("openvino", "bf16" if bf16 else "fp32")
+    image = seeded(*VOLUME, seed=5)
+    with torch.no_grad():
+        out = inferer(image, net)
+    assert len(cache) == 1 and (out.argmax(1) == infer(net, image).argmax(1)).float().mean() > 0.98
+    assert runtime.resolve_backend("auto", "auto", device="cuda") == ("torch", "fp32")
+    assert runtime.resolve_backend("auto", "bf16", device="cuda") == ("torch", "bf16")
+    assert runtime.resolve_backend("auto", "int8", device="cuda") == ("openvino", "int8")  # int8 is OpenVINO's
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "auto" chooses: nothing to warn about
+        inferer = UNetPlusPlusInferer(ROI, sw_batch_size=4, backend="auto", precision="auto")
+    assert (inferer.backend, inferer.precision) == ("torch", "fp32")
+    with torch.no_grad():
+        assert torch.equal(inferer(image, net), infer(net, image))
+
+
 def test_without_openvino_the_inferer_warns_and_runs_pytorch(net, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
     assert not runtime.openvino_available()

@@ -120,11 +120,14 @@ def test_inference_backend_from_conf_and_request(radiology):
         "t.inferer({'inference_backend': 'torch'}).backend, t.config()['inference_precision'])\n"
     )
     printed = run_in_venv(["-c", probe], tmp).split()
-    assert printed == ["['openvino',", "'torch']", "openvino", "torch", "['fp32',", "'bf16',", "'int8']"], printed
+    expected = ["['openvino',", "'auto',", "'torch']", "openvino", "torch", "['auto',", "'fp32',", "'bf16',", "'int8']"]
+    assert printed == expected, printed
     # OpenVINO gives the label map that PyTorch gives, on the image's grid
-    torch_label = server.infer(MODEL, "img1", tmp / "img1_torch.nii.gz", params={"inference_backend": "torch"})
+    fp32 = {"inference_precision": "fp32"}
+    torch_label = server.infer(MODEL, "img1", tmp / "img1_torch.nii.gz", params={"inference_backend": "torch", **fp32})
     mark = len(server.log_text())
-    openvino_label = server.infer(MODEL, "img1", tmp / "img1_ov.nii.gz", params={"inference_backend": "openvino"})
+    openvino = {"inference_backend": "openvino", **fp32}
+    openvino_label = server.infer(MODEL, "img1", tmp / "img1_ov.nii.gz", params=openvino)
     assert "'inference_backend': 'openvino'" in server.log_text()[mark:], server.log_tail()
     assert_label_volume(openvino_label, studies / "img1.nii.gz", LABELS.values())
     a, b = (nib.load(str(p)).get_fdata() for p in (torch_label, openvino_label))

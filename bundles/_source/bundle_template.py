@@ -256,6 +256,12 @@ class Bundle:
     #: space and before it is cast and saved (e.g. a mask that the bundle's data call for)
     inference_postprocessing: list = field(default_factory=list)
 
+    #: inference.json's ``inference_backend`` and ``inference_precision``, chosen by measuring the bundle's own
+    #: inference (benchmarks/README.md): PyTorch fp32 where its images are small enough that an OpenVINO conversion
+    #: costs more than it saves. train.json's validation always runs PyTorch fp32: its weights change at every
+    #: validation, and each change would be a new conversion.
+    inference_runtime: tuple[str, str] = ("torch", "fp32")
+
     #: ids that evaluate.json sets besides the template's (e.g. the list it evaluates)
     evaluate_ids: dict[str, Any] = field(default_factory=dict)
 
@@ -303,16 +309,15 @@ def _model_ids(b: Bundle) -> dict[str, Any]:
     }
 
 
-def _inference_ids(b: Bundle) -> dict[str, Any]:
+def _inference_ids(b: Bundle, inference: bool) -> dict[str, Any]:
+    backend, precision = b.inference_runtime if inference else ("torch", "fp32")
     return {
         "sw_batch_size": b.sw_batch_size,
         "sw_overlap": b.sw_overlap,
         "inference_mode": "final",
         "inference_depth": None,
-        # torch fp32 by measurement (benchmarks/README.md): OpenVINO is an optional extra, and bf16 is slower than
-        # fp32 on CPUs without bf16 instructions
-        "inference_backend": "torch",
-        "inference_precision": "fp32",
+        "inference_backend": backend,
+        "inference_precision": precision,
     }
 
 
@@ -430,7 +435,7 @@ def train(b: Bundle) -> dict[str, Any]:
         "learning_rate": b.learning_rate,
         "num_workers": b.num_workers,
         **b.train_ids,
-        **_inference_ids(b),
+        **_inference_ids(b, inference=False),
         "resume": False,
         "overwrite": False,
         "progress_bar": True,
@@ -615,7 +620,7 @@ def inference(b: Bundle) -> dict[str, Any]:
         **b.inference_preprocessing_ids,
         "patch_size": b.patch_size,
         "num_workers": b.num_workers,
-        **_inference_ids(b),
+        **_inference_ids(b, inference=True),
         "progress_bar": True,
         "save_montages": True,
         **_network(b),

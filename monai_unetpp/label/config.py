@@ -48,8 +48,10 @@ class UNetPlusPlusSegmentation(TaskConfig):
     (no spaces: the ``monailabel`` script splits its arguments on them).
 
     ``sw_batch_size`` is the number of sliding windows per forward pass of inference; ``inference_backend``
-    (``"torch"`` or ``"openvino"``, for a server without a GPU) and ``inference_precision`` (``"fp32"`` or
-    ``"bf16"``) are those of :py:class:`monai_unetpp.UNetPlusPlusInferer`; ``restrict_images`` (True)
+    (``"auto"``: OpenVINO on a server without a GPU where it is installed, else PyTorch; ``"torch"``,
+    ``"openvino"``) and ``inference_precision`` (``"auto"``: bf16 where OpenVINO runs it natively, else fp32;
+    ``"fp32"``, ``"bf16"``, ``"int8"``) are those of :py:class:`monai_unetpp.UNetPlusPlusInferer`, chosen by
+    measurement (benchmarks/README.md); ``restrict_images`` (True)
     makes the tasks refuse image files outside the server's datastore (``--conf unetpp_restrict_images false``
     lifts it).
 
@@ -72,8 +74,8 @@ class UNetPlusPlusSegmentation(TaskConfig):
     inference_mode: str = "final"
     inference_depth: int | None = None
     sw_batch_size: int = SW_BATCH_SIZE
-    inference_backend: str = "torch"
-    inference_precision: str = "fp32"
+    inference_backend: str = "auto"
+    inference_precision: str = "auto"
     restrict_images: bool = True
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
