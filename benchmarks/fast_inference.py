@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
             "monai": monai.__version__,
             "monai_unetpp": monai_unetpp.__version__,
             "openvino": __import__("openvino").__version__,
+            "nncf": __import__("nncf").__version__ if runtime.nncf_available() else None,
         },
         "features": list(args.features),
         "volume": list(args.volume),
