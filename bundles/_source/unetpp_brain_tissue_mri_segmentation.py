@@ -161,8 +161,8 @@ BUNDLE = Bundle(
         "num_workers": 1,
     },
     validate_num_workers=0,
-    # a 1 mm head is hundreds of windows: OpenVINO where installed, bf16 where the CPU runs it (Colin27 on a 2-core
-    # EPYC: 18.2 s against PyTorch fp32's 22.1 s, conversion included; the same Dice)
+    # a 1 mm head is many windows: OpenVINO where installed, in bf16 where the CPU runs it, is the faster with its
+    # conversion counted, at the same Dice (benchmarks/README.md)
     inference_runtime=("auto", "auto"),
     inference_probability_postprocessing=[
         {

@@ -90,8 +90,7 @@ class UNetPlusPlusInferTask(BasicInferTask):
             :data:`monai_unetpp.label.defaults.SW_BATCH_SIZE`.
         inference_backend: default ``"auto"``, ``"torch"`` or ``"openvino"`` (CPU; PyTorch with a warning where
             OpenVINO is not installed), a viewer option. Defaults to ``"auto"``: OpenVINO on a server without a GPU
-            where it is installed, by measurement (one request 0.35x PyTorch's time in fp32, 0.20x in bf16, after the
-            first request, which converts; benchmarks/README.md).
+            where it is installed, the faster from the second request on by measurement (benchmarks/README.md).
         inference_precision: default ``"auto"`` (bf16 where OpenVINO runs it natively, else fp32), ``"fp32"``,
             ``"bf16"`` or ``"int8"`` (OpenVINO only), a viewer option. Defaults to ``"auto"``.
         overlap: sliding-window overlap. Defaults to 0.25.
