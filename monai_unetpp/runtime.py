@@ -372,12 +372,9 @@ def _fold_static_shapes(model: Any) -> Any:
 
 
 def _quantized(model: Any, calibration: torch.Tensor, batch: int) -> Any:
-    """``model`` (fixed to ``batch`` windows) quantized to int8 by NNCF's post-training quantization (all but its
-    first and last convolutions), its
-    activation ranges measured on ``calibration`` windows ``(n, channels, *roi)``, taken ``batch`` at a time (the
-    last batch filled up from the first windows).
-
-    """
+    """``model`` (fixed to ``batch`` windows) quantized to int8 by NNCF's post-training quantization, all but its
+    first and last convolutions, its activation ranges measured on ``calibration`` windows ``(n, channels, *roi)``
+    taken ``batch`` at a time (the last batch filled up from the first windows)."""
     import nncf
 
     windows = calibration.detach().to("cpu", torch.float32)
