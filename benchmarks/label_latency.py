@@ -78,8 +78,8 @@ def prepare(route: str, work: Path, bundle: Path, backend: str, precision: str) 
     names = [n for k, n in sorted(labels["pred"]["channel_def"].items(), key=lambda kv: int(kv[0])) if k != "0"]
     subprocess.run([*python, "monai_unetpp.label.make_app", str(app), "--labels", ",".join(names),
                     "--target-spacing", "1.5,1.5,2"], check=True, capture_output=True)  # fmt: skip
-    conf = {"models": "segmentation_unetpp", "sam2": "false"}
-    return app, "segmentation_unetpp", {**conf, "unetpp_inference_backend": backend, "unetpp_inference_precision": precision}
+    runtime = {"unetpp_inference_backend": backend, "unetpp_inference_precision": precision}
+    return app, "segmentation_unetpp", {"models": "segmentation_unetpp", "sam2": "false", **runtime}
 
 
 def percentiles(values: list[float]) -> str:

@@ -16,6 +16,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
 
 from ..networks.unetplusplus import DEFAULT_FEATURES, UNetPlusPlus
+from ..runtime import AUTO
 from .defaults import ROI_SIZE, SW_BATCH_SIZE, TARGET_SPACING
 from .infer import UNetPlusPlusInferTask
 from .train import UNetPlusPlusTrainTask
@@ -74,8 +75,8 @@ class UNetPlusPlusSegmentation(TaskConfig):
     inference_mode: str = "final"
     inference_depth: int | None = None
     sw_batch_size: int = SW_BATCH_SIZE
-    inference_backend: str = "auto"
-    inference_precision: str = "auto"
+    inference_backend: str = AUTO
+    inference_precision: str = AUTO
     restrict_images: bool = True
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:

@@ -136,11 +136,9 @@ class UNetPlusPlusInferTask(BasicInferTask):
         default_depth = network.check_inference_depth(network.depth if inference_depth is None else inference_depth)
         modes = [inference_mode] + [m for m in INFERENCE_MODES if m != inference_mode and network.deep_supervision]
         # checked, with a warning once where an explicit choice falls back; "auto" stays, for each request to choose
-        resolved = resolve_backend(inference_backend, inference_precision)
-        inference_backend, inference_precision = (
-            requested if requested == AUTO else chosen
-            for requested, chosen in zip((inference_backend, inference_precision), resolved)
-        )
+        backend, precision = resolve_backend(inference_backend, inference_precision)
+        inference_backend = inference_backend if inference_backend == AUTO else backend
+        inference_precision = inference_precision if inference_precision == AUTO else precision
         backends = [inference_backend] + [b for b in (AUTO, *BACKENDS) if b != inference_backend]
         super().__init__(
             path=path,
