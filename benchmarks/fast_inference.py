@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     outputs: dict[str, torch.Tensor] = {}
     first_call_s: dict[str, float] = {}
     deconvolutions: dict[str, list] = {}  # the transposed convolutions' kernels left in each OpenVINO graph
+    phased: dict[str, list] = {}  # the kernels of those run as output phases (the folded upsamplings)
     op_counts: dict[str, dict[str, int]] = {}  # each OpenVINO graph's operations, by type
     calls = {}
     runtime.compiled_networks.clear()
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         for entry in runtime.compiled_networks:
             if all(entry is not old for old in converted):
                 deconvolutions[name] = [list(k) for k in entry.transposed_convolution_kernels()]
+                phased[name] = [list(k) for k in entry.phase_convolutions]
                 op_counts[name] = {op: n for op, n in sorted(entry.op_counts().items()) if op != "Constant"}
 
     def no_grad(fn):
@@ -233,6 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train": {"steps": args.train_steps, "seconds": train_s, "first_loss": losses[0], "last_loss": losses[-1]},
         "fastest_ours": fastest,
         "openvino_transposed_convolution_kernels": deconvolutions,
+        "openvino_phase_convolution_kernels": phased,
         "openvino_op_counts": op_counts,
         "rows": rows,
         "targets": targets,
@@ -252,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     for name, kernels in deconvolutions.items():
         print(f"{name}: transposed convolutions in the graph, by kernel: {dict(Counter(map(tuple, kernels)))}")
+        print(f"    run as output phases, by kernel: {dict(Counter(map(tuple, phased[name])))}")
         print(f"    operations: {op_counts[name]}")
     print(f"\nfastest ours at full depth: {fastest}")
     for t in targets:

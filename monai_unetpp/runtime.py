@@ -38,6 +38,7 @@ import copy
 import hashlib
 import importlib
 import io
+import itertools
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -371,6 +372,74 @@ def _fold_static_shapes(model: Any) -> Any:
     return model
 
 
+def _phase_taps(kernel: int, stride: int, padding: int) -> list[tuple[list[int], int, int]]:
+    """Per output phase ``r`` of a transposed convolution along one axis (output ``stride * i + r``): the kernel
+    taps of the forward convolution of the input that gives it, in correlation order, and its padding before and
+    after. Output ``stride * i + r`` gathers input ``i - d`` through tap ``r + padding + stride * d``."""
+    phases = []
+    for r in range(stride):
+        shifts = [d for d in range(-kernel, kernel + 1) if 0 <= r + padding + stride * d < kernel]
+        first, last = min(shifts), max(shifts)
+        taps = [r + padding + stride * (last - j) for j in range(last - first + 1)]
+        phases.append((taps, last, -first))
+    return phases
+
+
+def _as_phase_convolutions(model: Any) -> list[tuple[int, ...]]:
+    """Rewrite, in place, every transposed convolution of ``model`` whose kernel is a constant larger than its
+    stride ``s`` (the same on every axis) and whose output is exactly ``s`` times its input (the folded
+    upsampling's: kernel ``s + k - 1``, padding ``k // 2``) as its ``s^d`` output phases: each a forward
+    convolution of the input with the taps that reach that phase, joined by ``DepthToSpace``. The same sums in the
+    same multiply-adds; returns the spatial kernel shapes rewritten.
+
+    The CPU plugin runs these transposed convolutions at about 60% of its convolution rate in bf16, and in int8
+    NNCF quantizes none whose input also feeds other layers (the decoder's ``X^{i,j}`` feeds the next column too),
+    so they ran in float32; as forward convolutions they are quantized with the rest (``benchmarks/README.md``).
+    A kernel equal to its stride (a plain deconvolution) has one tap per phase and is left to the plugin. This is
+    the sub-pixel form of a strided transposed convolution (Shi et al., "Real-time single image and video
+    super-resolution using an efficient sub-pixel convolutional neural network", CVPR 2016).
+    """
+    from openvino import opset13 as ops
+
+    rewritten = []
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "ConvolutionBackpropData" or node.get_input_size() != 2:
+            continue  # an explicit output shape: not what the export writes
+        weights = node.input_value(1).get_node()
+        attributes = node.get_attributes()
+        strides, padding = list(attributes["strides"]), list(attributes["pads_begin"])
+        if weights.get_type_name() != "Constant" or len(set(strides)) != 1 or strides[0] < 2:
+            continue
+        if padding != list(attributes["pads_end"]) or set(attributes["dilations"]) != {1}:
+            continue
+        if any(attributes["output_padding"]) or not node.get_output_partial_shape(0).is_static:
+            continue
+        stride, kernel = strides[0], weights.get_data().astype(np.float32)  # (in, out, *k)
+        sizes = kernel.shape[2:]
+        if any(k <= stride or k != stride + 2 * p for k, p in zip(sizes, padding)):
+            continue
+        taps = [_phase_taps(k, stride, p) for k, p in zip(sizes, padding)]
+        phases = []
+        # DepthToSpace "blocks_first" takes phase (r_1, ..., r_d) from channels ((r_1 * s + r_2) * s + ...) * out + c:
+        # the phases in this order, each with the out channels
+        for phase in itertools.product(range(stride), repeat=len(sizes)):
+            phase_kernel, before, after = kernel, [], []
+            for axis, r in enumerate(phase):
+                axis_taps, pad_before, pad_after = taps[axis][r]
+                phase_kernel = np.take(phase_kernel, axis_taps, axis=axis + 2)
+                before.append(pad_before)
+                after.append(pad_after)
+            weight = np.ascontiguousarray(np.swapaxes(phase_kernel, 0, 1))  # (out, in, *taps)
+            ones = [1] * len(sizes)
+            phases.append(ops.convolution(node.input_value(0), ops.constant(weight), ones, before, after, ones))
+        joined = ops.depth_to_space(ops.concat(phases, 1), "blocks_first", stride)
+        if joined.get_output_partial_shape(0) != node.get_output_partial_shape(0):
+            continue
+        node.output(0).replace(joined.output(0))
+        rewritten.append(tuple(sizes))
+    return rewritten
+
+
 def _quantized(model: Any, calibration: torch.Tensor, batch: int) -> Any:
     """``model`` (fixed to ``batch`` windows) quantized to int8 by NNCF's post-training quantization, all but its
     first and last convolutions, its activation ranges measured on ``calibration`` windows ``(n, channels, *roi)``
@@ -480,6 +549,8 @@ class OpenVINONetwork:
             traced = torch.jit.trace(module, example, check_trace=False)
             model = ov.convert_model(traced, example_input=example, input=[tuple(example.shape)])
         self.model = _fold_static_shapes(model)
+        #: The spatial kernel shapes of the transposed convolutions run as output phases (one per folded node).
+        self.phase_convolutions = _as_phase_convolutions(self.model)
         if precision == "int8":
             self.model = _quantized(self.model, calibration_subset(torch.as_tensor(calibration)), example.shape[0])
         self._core = ov.Core()

@@ -57,18 +57,19 @@ def test_openvino_gives_torch_label_maps_converts_once_and_again_after_training(
     assert cache.conversions == 1 and entry.compiled_batches == [2, 4]  # the last, smaller batch compiled too
     # the network's own decisions for this window shape fold every node's upsampling, and the graph computes no
     # kernel: three 4^3 transposed convolutions, where the plain layers have three 2^3 ones and three more
-    # convolutions (of the upsampled tensors)
-    assert entry.transposed_convolution_kernels() == [(4, 4, 4)] * 3
-    # 6 in the encoder, per decoder node one per skip part and one after it (X01: 2, X11: 2, X02: 3), the head
+    # convolutions (of the upsampled tensors), each run as its 8 output phases joined by DepthToSpace
+    assert entry.phase_convolutions == [(4, 4, 4)] * 3 and entry.transposed_convolution_kernels() == []
+    # 6 in the encoder, per decoder node one per skip part and one after it (X01: 2, X11: 2, X02: 3), the head,
+    # and the phases
     counts = entry.op_counts()
-    assert counts["Convolution"] == 6 + 7 + 1
+    assert counts["Convolution"] == 6 + 7 + 1 + 3 * 8 and counts["DepthToSpace"] == 3
     # what the CPU plugin keeps in its blocked layout: instance norm as MVN (no GroupNormalization, whose Reshapes
     # need reorders), and constant weight slices (no shape computations left from the trace)
     assert counts["MVN"] == 12 and "GroupNormalization" not in counts
     assert not {"ShapeOf", "Gather", "Reshape"} & set(counts)
     # each node's deconvolution bias enters as three slabs joined along the first spatial axis, not as a constant
-    # of the output's size
-    assert counts["Concat"] == 3
+    # of the output's size; and each node's phases are joined
+    assert counts["Concat"] == 3 + 3
     largest = max(op.get_byte_size() for op in entry.model.get_ordered_ops() if op.get_type_name() == "Constant")
     assert largest < 4 * 16**3 * 4  # less than one 16^3 window of the 4-channel level 0
 
@@ -93,9 +94,9 @@ def test_openvino_runs_the_pruned_network_in_mean_mode(cache):
     assert torch.equal(out.argmax(1), reference.argmax(1))
     assert (out - reference).abs().max() < 1e-4 * reference.abs().max()
     (entry,) = cache
-    # UNet++ L2 alone: two poolings and three decoder nodes, each with one (folded) transposed convolution
+    # UNet++ L2 alone: two poolings and three decoder nodes, each with one folded transposed convolution
     counts = entry.op_counts()
-    assert counts["MaxPool"] == 2 and counts["ConvolutionBackpropData"] == 3
+    assert counts["MaxPool"] == 2 and entry.phase_convolutions == [(4, 4, 4)] * 3
 
 
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
@@ -114,6 +115,44 @@ def test_bf16_agrees_with_fp32(net, cache, backend):
     assert (out - reference).abs().max() < 0.05 * reference.abs().max()
 
 
+@pytest.mark.parametrize(
+    ("dims", "kernel", "stride", "padding", "rewritten"),
+    [
+        (3, 4, 2, 1, True),  # the folded upsampling of a 3x3x3 convolution
+        (2, 4, 2, 1, True),
+        (1, 4, 2, 1, True),
+        (3, 6, 2, 2, True),  # of a 5x5x5 convolution
+        (2, 5, 3, 1, True),  # upsampling by 3
+        (3, 2, 2, 0, False),  # a plain deconvolution: one tap per phase
+        (2, 3, 2, 1, False),  # output 2n - 1, not a multiple of the input
+    ],
+)
+def test_transposed_convolutions_as_output_phases_compute_the_same(dims, kernel, stride, padding, rewritten):
+    import numpy as np
+    from openvino import opset13 as ops
+
+    rng = np.random.default_rng(dims * 100 + kernel)
+    weight = rng.standard_normal((5, 7, *[kernel] * dims)).astype(np.float32)
+    x = rng.standard_normal((2, 5, *[3 + axis for axis in range(dims)])).astype(np.float32)
+
+    def model():
+        data = ops.parameter(list(x.shape), np.float32)
+        spec = [stride] * dims, None, [padding] * dims, [padding] * dims
+        return openvino.Model([ops.convolution_backprop_data(data, ops.constant(weight), *spec)], [data])
+
+    def run(m):
+        return openvino.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+
+    phased = model()
+    assert runtime._as_phase_convolutions(phased) == ([(kernel,) * dims] if rewritten else [])
+    types = {op.get_type_name() for op in phased.get_ordered_ops()}
+    assert ("ConvolutionBackpropData" in types) != rewritten and ("DepthToSpace" in types) == rewritten
+    expected = run(model())
+    got = run(phased)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-5 * np.abs(expected).max()
+
+
 def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
     pytest.importorskip("nncf")
     image = seeded(*VOLUME, seed=3)
@@ -130,9 +169,10 @@ def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
         return source.get_type_name() == "FakeQuantize"
 
     quantized = [reads_int8(op) for op in convolutions]
-    # every convolution reads int8 but the first (the image's intensities) and the head
-    assert len(quantized) == 14 and quantized == [False] + [True] * 12 + [False]
-    assert entry.transposed_convolution_kernels() == [(4, 4, 4)] * 3  # still folded, weights constant
+    # every convolution reads int8 but the first (the image's intensities) and the head, the folded upsamplings'
+    # phases too (as transposed convolutions of a tensor that feeds other layers, NNCF left them in float32)
+    assert len(quantized) == 14 + 3 * 8 and quantized == [False] + [True] * (12 + 3 * 8) + [False]
+    assert entry.phase_convolutions == [(4, 4, 4)] * 3 and entry.transposed_convolution_kernels() == []
     agreement = (out.argmax(1) == reference.argmax(1)).float().mean()
     assert agreement > 0.95
     assert (out - reference).abs().max() < 0.2 * reference.abs().max()
