@@ -11,7 +11,8 @@ UNet++'s savings:
   ``"final"`` mode only the final head is in the graph;
 - the folded upsampling (``monai_unetpp.networks.fast_paths.upsampled_conv``): its kernel depends on the weights
   alone, so it is computed here, once, and enters the graph as a constant; the graph has one stride-2 transposed
-  convolution where the plain layers have a deconvolution and a convolution of the upsampled tensor. Eager PyTorch
+  convolution where the plain layers have a deconvolution and a convolution of the upsampled tensor, and runs it as
+  its output phases, forward convolutions joined by ``DepthToSpace`` (:func:`_as_phase_convolutions`). Eager PyTorch
   decides per input shape where folding pays; a traced graph cannot (it must serve any shape), so the decisions
   are taken in an eager pass on the window shape, which the converted graph is fixed to. The deconvolution bias's
   part, a field that is constant except near the borders, enters as three slabs along the first spatial axis (its
@@ -589,8 +590,9 @@ class OpenVINONetwork:
 
     def transposed_convolution_kernels(self) -> list[tuple[int, ...]]:
         """The spatial kernel shape of every transposed convolution left after constant folding: ``(2, 2, 2)`` for
-        a plain deconvolution, ``(4, 4, 4)`` for one folded with a 3x3x3 convolution. None computes a folded kernel
-        (their weights are constants, in int8 constants behind their dequantization)."""
+        a plain deconvolution. A folded one (``(4, 4, 4)`` for a 3x3x3 convolution) runs as its output phases and
+        is listed in :attr:`phase_convolutions` instead. None computes its kernel (their weights are constants, in
+        int8 constants behind their dequantization)."""
         kernels = []
         for op in self._folded().get_ordered_ops():
             if op.get_type_name() == "ConvolutionBackpropData":
