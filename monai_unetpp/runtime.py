@@ -11,8 +11,8 @@ UNet++'s savings:
   ``"final"`` mode only the final head is in the graph;
 - the folded upsampling (``monai_unetpp.networks.fast_paths.upsampled_conv``): its kernel depends on the weights
   alone, so it is computed here, once, and enters the graph as a constant; the graph has one stride-2 transposed
-  convolution where the plain layers have a deconvolution and a convolution of the upsampled tensor, and runs it as
-  its output phases, forward convolutions joined by ``DepthToSpace`` (:func:`_as_phase_convolutions`). Eager PyTorch
+  convolution where the plain layers have a deconvolution and a convolution of the upsampled tensor (in int8 run as
+  its output phases, forward convolutions joined by ``DepthToSpace``: :func:`_as_phase_convolutions`). Eager PyTorch
   decides per input shape where folding pays; a traced graph cannot (it must serve any shape), so the decisions
   are taken in an eager pass on the window shape, which the converted graph is fixed to. The deconvolution bias's
   part, a field that is constant except near the borders, enters as three slabs along the first spatial axis (its
@@ -393,10 +393,11 @@ def _as_phase_convolutions(model: Any) -> list[tuple[int, ...]]:
     convolution of the input with the taps that reach that phase, joined by ``DepthToSpace``. The same sums in the
     same multiply-adds; returns the spatial kernel shapes rewritten.
 
-    The CPU plugin runs these transposed convolutions at about 60% of its convolution rate in bf16, and in int8
-    NNCF quantizes none whose input also feeds other layers (the decoder's ``X^{i,j}`` feeds the next column too),
-    so they ran in float32; as forward convolutions they are quantized with the rest (``benchmarks/README.md``).
-    A kernel equal to its stride (a plain deconvolution) has one tap per phase and is left to the plugin. This is
+    For int8: NNCF quantizes no transposed convolution whose input also feeds other layers (the decoder's
+    ``X^{i,j}`` feeds the next column too), so the CPU plugin ran them in float32; as forward convolutions they are
+    quantized with the rest. In fp32 and bf16 the plugin's own transposed convolution is kept: the phases' Concat
+    and DepthToSpace cost more than they save at large windows (``benchmarks/README.md``). A kernel equal to its
+    stride (a plain deconvolution) has one tap per phase and is left to the plugin. This is
     the sub-pixel form of a strided transposed convolution (Shi et al., "Real-time single image and video
     super-resolution using an efficient sub-pixel convolutional neural network", CVPR 2016).
     """
@@ -550,8 +551,8 @@ class OpenVINONetwork:
             traced = torch.jit.trace(module, example, check_trace=False)
             model = ov.convert_model(traced, example_input=example, input=[tuple(example.shape)])
         self.model = _fold_static_shapes(model)
-        #: The spatial kernel shapes of the transposed convolutions run as output phases (one per folded node).
-        self.phase_convolutions = _as_phase_convolutions(self.model)
+        #: The spatial kernel shapes of the transposed convolutions run as output phases (int8: one per folded node).
+        self.phase_convolutions = _as_phase_convolutions(self.model) if precision == "int8" else []
         if precision == "int8":
             self.model = _quantized(self.model, calibration_subset(torch.as_tensor(calibration)), example.shape[0])
         self._core = ov.Core()
@@ -590,9 +591,9 @@ class OpenVINONetwork:
 
     def transposed_convolution_kernels(self) -> list[tuple[int, ...]]:
         """The spatial kernel shape of every transposed convolution left after constant folding: ``(2, 2, 2)`` for
-        a plain deconvolution. A folded one (``(4, 4, 4)`` for a 3x3x3 convolution) runs as its output phases and
-        is listed in :attr:`phase_convolutions` instead. None computes its kernel (their weights are constants, in
-        int8 constants behind their dequantization)."""
+        a plain deconvolution, ``(4, 4, 4)`` for one folded with a 3x3x3 convolution, except in int8, where the
+        folded ones run as their output phases (:attr:`phase_convolutions`). None computes its kernel (their
+        weights are constants, in int8 constants behind their dequantization)."""
         kernels = []
         for op in self._folded().get_ordered_ops():
             if op.get_type_name() == "ConvolutionBackpropData":

@@ -57,19 +57,18 @@ def test_openvino_gives_torch_label_maps_converts_once_and_again_after_training(
     assert cache.conversions == 1 and entry.compiled_batches == [2, 4]  # the last, smaller batch compiled too
     # the network's own decisions for this window shape fold every node's upsampling, and the graph computes no
     # kernel: three 4^3 transposed convolutions, where the plain layers have three 2^3 ones and three more
-    # convolutions (of the upsampled tensors), each run as its 8 output phases joined by DepthToSpace
-    assert entry.phase_convolutions == [(4, 4, 4)] * 3 and entry.transposed_convolution_kernels() == []
-    # 6 in the encoder, per decoder node one per skip part and one after it (X01: 2, X11: 2, X02: 3), the head,
-    # and the phases
+    # convolutions (of the upsampled tensors); only int8 runs them as output phases
+    assert entry.transposed_convolution_kernels() == [(4, 4, 4)] * 3 and entry.phase_convolutions == []
+    # 6 in the encoder, per decoder node one per skip part and one after it (X01: 2, X11: 2, X02: 3), the head
     counts = entry.op_counts()
-    assert counts["Convolution"] == 6 + 7 + 1 + 3 * 8 and counts["DepthToSpace"] == 3
+    assert counts["Convolution"] == 6 + 7 + 1 and "DepthToSpace" not in counts
     # what the CPU plugin keeps in its blocked layout: instance norm as MVN (no GroupNormalization, whose Reshapes
     # need reorders), and constant weight slices (no shape computations left from the trace)
     assert counts["MVN"] == 12 and "GroupNormalization" not in counts
     assert not {"ShapeOf", "Gather", "Reshape"} & set(counts)
     # each node's deconvolution bias enters as three slabs joined along the first spatial axis, not as a constant
-    # of the output's size; and each node's phases are joined
-    assert counts["Concat"] == 3 + 3
+    # of the output's size
+    assert counts["Concat"] == 3
     largest = max(op.get_byte_size() for op in entry.model.get_ordered_ops() if op.get_type_name() == "Constant")
     assert largest < 4 * 16**3 * 4  # less than one 16^3 window of the 4-channel level 0
 
@@ -96,7 +95,7 @@ def test_openvino_runs_the_pruned_network_in_mean_mode(cache):
     (entry,) = cache
     # UNet++ L2 alone: two poolings and three decoder nodes, each with one folded transposed convolution
     counts = entry.op_counts()
-    assert counts["MaxPool"] == 2 and entry.phase_convolutions == [(4, 4, 4)] * 3
+    assert counts["MaxPool"] == 2 and entry.transposed_convolution_kernels() == [(4, 4, 4)] * 3
 
 
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
