@@ -397,9 +397,9 @@ def _as_phase_convolutions(model: Any) -> list[tuple[int, ...]]:
     ``X^{i,j}`` feeds the next column too), so the CPU plugin ran them in float32; as forward convolutions they are
     quantized with the rest. In fp32 and bf16 the plugin's own transposed convolution is kept: the phases' Concat
     and DepthToSpace cost more than they save at large windows (``benchmarks/README.md``). A kernel equal to its
-    stride (a plain deconvolution) has one tap per phase and is left to the plugin. This is
-    the sub-pixel form of a strided transposed convolution (Shi et al., "Real-time single image and video
-    super-resolution using an efficient sub-pixel convolutional neural network", CVPR 2016).
+    stride (a plain deconvolution) has one tap per phase and is left to the plugin. This is the sub-pixel form of
+    a strided transposed convolution (Shi et al., "Real-time single image and video super-resolution using an
+    efficient sub-pixel convolutional neural network", CVPR 2016).
     """
     from openvino import opset13 as ops
 
