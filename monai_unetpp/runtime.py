@@ -421,6 +421,7 @@ def _as_phase_convolutions(model: Any) -> list[tuple[int, ...]]:
         if any(k <= stride or k != stride + 2 * p for k, p in zip(sizes, padding)):
             continue
         taps = [_phase_taps(k, stride, p) for k, p in zip(sizes, padding)]
+        ones = [1] * len(sizes)
         phases = []
         # DepthToSpace "blocks_first" takes phase (r_1, ..., r_d) from channels ((r_1 * s + r_2) * s + ...) * out + c:
         # the phases in this order, each with the out channels
@@ -432,7 +433,6 @@ def _as_phase_convolutions(model: Any) -> list[tuple[int, ...]]:
                 before.append(pad_before)
                 after.append(pad_after)
             weight = np.ascontiguousarray(np.swapaxes(phase_kernel, 0, 1))  # (out, in, *taps)
-            ones = [1] * len(sizes)
             phases.append(ops.convolution(node.input_value(0), ops.constant(weight), ones, before, after, ones))
         joined = ops.depth_to_space(ops.concat(phases, 1), "blocks_first", stride)
         if joined.get_output_partial_shape(0) != node.get_output_partial_shape(0):
@@ -552,8 +552,9 @@ class OpenVINONetwork:
             model = ov.convert_model(traced, example_input=example, input=[tuple(example.shape)])
         self.model = _fold_static_shapes(model)
         #: The spatial kernel shapes of the transposed convolutions run as output phases (int8: one per folded node).
-        self.phase_convolutions = _as_phase_convolutions(self.model) if precision == "int8" else []
+        self.phase_convolutions: list[tuple[int, ...]] = []
         if precision == "int8":
+            self.phase_convolutions = _as_phase_convolutions(self.model)  # before NNCF, which then quantizes them
             self.model = _quantized(self.model, calibration_subset(torch.as_tensor(calibration)), example.shape[0])
         self._core = ov.Core()
         self._compiled: dict[tuple[int, int], Any] = {}
