@@ -51,6 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .networks.blocks import ConvNormAct
 from .networks.fast_paths import InstanceNorm, UpsamplingFold
 from .networks.unetplusplus import reduce_heads
 from .utils import unwrap_network
@@ -218,16 +219,25 @@ def _transposed(
     return conv(x, weight, stride=stride, padding=padding)
 
 
-def _slabs(field: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """``field`` ``(1, C, n, ...)`` as its first and last ``width`` slices along axis 2 and the one slice that all
-    others equal, or None where they do not (then the graph keeps the whole field)."""
+def _border_terms(
+    field: torch.Tensor, width: int
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None:
+    """``field`` ``(1, C, n, ...)`` as ``inner + sum(delta * mask)``: ``inner`` the one slice along axis 2 that all
+    but the first and last ``width`` slices equal, and per border slice its difference from ``inner`` (``delta``,
+    ``(1, C, 1, ...)``) with the one-hot ``mask`` of its position (``(1, 1, n, 1, ...)``). None where the slices
+    between the borders differ (then the graph keeps the whole field)."""
     size = field.shape[2]
     if width < 1 or size <= 2 * width:
         return None
-    middle = field[:, :, width : width + 1]
-    if not torch.equal(field[:, :, width : size - width], middle.expand_as(field[:, :, width : size - width])):
+    inner = field[:, :, width : width + 1]
+    if not torch.equal(field[:, :, width : size - width], inner.expand_as(field[:, :, width : size - width])):
         return None
-    return field[:, :, :width].clone(), middle.clone(), field[:, :, size - width :].clone()
+    terms = []
+    for index in [*range(width), *range(size - width, size)]:
+        mask = torch.zeros((1, 1, size) + (1,) * (field.dim() - 3), dtype=torch.bool)
+        mask[:, :, index] = True
+        terms.append((field[:, :, index : index + 1] - inner, mask))
+    return inner.clone(), terms
 
 
 class _ConstantFold:
@@ -235,7 +245,7 @@ class _ConstantFold:
 
     The first (eager) call takes the network's own decision for the window shape and computes the folded kernel
     (the full convolution of the deconvolution's and the convolution's kernels, as ``upsampled_conv`` builds it)
-    and the deconvolution bias's contribution (in slabs, see :func:`_slabs`) as constants, checked against the
+    and the deconvolution bias's contribution (as border terms, see :func:`_border_terms`) as constants, checked against the
     network's own folded result; the traced calls then repeat that decision and use the constants. Where the check
     fails (a network whose folding works otherwise), the node is left unfolded: slower, never wrong.
     """
@@ -245,7 +255,7 @@ class _ConstantFold:
         self.decision: bool | None = None
         self.kernel: torch.Tensor | None = None
         self.bias_field: torch.Tensor | None = None
-        self.field_slabs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.field_terms: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
         self.stride: list[int] = []
         self.padding: list[int] = []
 
@@ -260,14 +270,14 @@ class _ConstantFold:
         if self.kernel is None:
             return self._first_call(below, up_weight, up_bias, weight)
         y = _transposed(below, self.kernel, self.stride, self.padding)
-        if self.field_slabs is not None:
-            # the field in three slabs along the first spatial axis: its border slices and the one slice that
-            # repeats between them (the axis's padding decides the width of the borders)
-            begin, middle, end = self.field_slabs
-            width, size = begin.shape[2], y.shape[2]
-            return torch.cat(
-                [y[:, :, :width] + begin, y[:, :, width : size - width] + middle, y[:, :, size - width :] + end], 2
-            )
+        if self.field_terms is not None:
+            # broadcasts and products that the CPU plugin runs as one element-wise kernel; the field's border
+            # slices cut out and joined again (Split, Concat) ran in its reference kernels, with reorders
+            inner, terms = self.field_terms
+            y = y + inner
+            for delta, mask in terms:
+                y = torch.where(mask, y + delta, y)
+            return y
         return y if self.bias_field is None else y + self.bias_field
 
     def _first_call(
@@ -282,9 +292,9 @@ class _ConstantFold:
             # the bias's part is the folded result for a zero input: constant inside, smaller at the borders
             self.bias_field = self.own_conv(torch.zeros_like(below[:1]), up_weight, up_bias, weight).detach()
             # a constant of the output's size (out_channels x the window, 113 MB per level-0 node at 96^3) that
-            # the converted model and each compiled one would hold; its slabs are 1/n of that
-            self.field_slabs = _slabs(self.bias_field, self.padding[0])
-            if self.field_slabs is not None:
+            # the converted model and each compiled one would hold; its border terms are about 3/n of that
+            self.field_terms = _border_terms(self.bias_field, self.padding[0])
+            if self.field_terms is not None:
                 self.bias_field = None
         y = self.conv(below, up_weight, up_bias, weight)
         scale = float(expected.abs().max()) + 1e-12
@@ -298,6 +308,7 @@ def export_copy(
     example: torch.Tensor,
     inference_mode: str | None = None,
     inference_depth: int | None = None,
+    concatenated: bool = False,
 ) -> nn.Module:
     """An eval-mode copy of ``network`` for tracing with inputs shaped as ``example``: one output Tensor, pruned to
     ``inference_depth`` where the network can prune (``pruned(k)``: the deeper nodes and unused heads are not in
@@ -308,6 +319,9 @@ def export_copy(
         example: a window batch of the shape the graph is fixed to.
         inference_mode: passed to the network's forward where not None; also reduces a list output.
         inference_depth: pruning depth, or None for the network's setting.
+        concatenated: whether a decoder node's convolution reads its same-level inputs concatenated (one
+            convolution, as in MONAI's ``BasicUNetPlusPlus``) rather than part by part (``concat_free_conv``, the
+            network's own setting where this is False). The folded upsampling's part is added either way.
 
     Examples::
 
@@ -336,6 +350,19 @@ def export_copy(
             # its blocked convolution layout around every norm (12% of the default network's time at 4 x 32^3);
             # instance_norm becomes MVN, which stays blocked and takes the affine and activation as post-ops
             norm.flags = (False, False)
+    if hasattr(net, "shape_factor") and all(
+        size % factor == 0 for size, factor in zip(example.shape[2:], net.shape_factor(), strict=True)
+    ):
+        for pool in net.modules():
+            if isinstance(pool, nn.modules.pooling._MaxPoolNd):
+                # every level's size divides by its strides, where the network's ceil mode pools as floor mode
+                # does; OpenVINO's CPU plugin pools in int8 only in floor mode (in ceil mode the pooling and the
+                # convolution after it ran in float32)
+                pool.ceil_mode = False
+    if concatenated:
+        for layer in net.modules():
+            if isinstance(layer, ConvNormAct):
+                layer.concat_free = (False, False)
     mode = inference_mode or getattr(net, "inference_mode", "final")
     module = _OneOutput(net, settings, mode).eval()
     folds = [m for m in net.modules() if isinstance(m, UpsamplingFold)]
@@ -543,7 +570,10 @@ class OpenVINONetwork:
         self.precision = precision
         example = torch.as_tensor(example).detach().to("cpu", torch.float32)
         self.window_shape = tuple(example.shape[1:])
-        module = export_copy(network, example, inference_mode, inference_depth)
+        # int8 reads a node's same-level inputs concatenated: one convolution over all of them runs faster in
+        # int8 than one per part with their sums (about 9% of a 4 x 32^3 batch, 3% at 96^3), where in fp32 and
+        # bf16 the parts run as fast or faster (benchmarks/README.md)
+        module = export_copy(network, example, inference_mode, inference_depth, concatenated=precision == "int8")
         with warnings.catch_warnings(), torch.no_grad():
             # the tracer's notes on shape checks: the graph is fixed to this window shape on purpose
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -589,6 +619,19 @@ class OpenVINONetwork:
         for op in self._folded().get_ordered_ops():
             counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + 1
         return counts
+
+    def kernels(self, batch: int | None = None) -> list[tuple[str, str]]:
+        """What the CPU plugin runs for ``batch`` windows (the batch of the example where None), in order: per
+        layer of the compiled model, its type and its kernel (``("Convolution", "brgconv_avx512_I8")``,
+        ``("Pooling", "jit_avx512_f32")``). The kernel names the precision it runs in, which the converted graph
+        does not: a quantized layer may still run in float32 where the plugin has no int8 kernel for it."""
+        batch = self.model.inputs[0].get_partial_shape()[0].get_length() if batch is None else batch
+        layers = []
+        for op in self._compile(batch).get_compiled_model().get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and "primitiveType" in info:
+                layers.append((str(info["layerType"].astype(str)), str(info["primitiveType"].astype(str))))
+        return layers
 
     def transposed_convolution_kernels(self) -> list[tuple[int, ...]]:
         """The spatial kernel shape of every transposed convolution left after constant folding: ``(2, 2, 2)`` for
