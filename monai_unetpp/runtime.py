@@ -15,12 +15,16 @@ UNet++'s savings:
   its output phases, forward convolutions joined by ``DepthToSpace``: :func:`_as_phase_convolutions`). Eager PyTorch
   decides per input shape where folding pays; a traced graph cannot (it must serve any shape), so the decisions
   are taken in an eager pass on the window shape, which the converted graph is fixed to. The deconvolution bias's
-  part, a field that is constant except near the borders, enters as three slabs along the first spatial axis (its
-  border slices and the one slice between them), not as a constant of the output's size: 0.5 GB fewer constants
-  in each converted default network at a 96^3 window, which its compiled models hold again;
-- the layout OpenVINO's CPU plugin keeps: instance norm is exported as ``instance_norm`` (OpenVINO's MVN) rather
-  than in the group-norm form that is faster in eager PyTorch, and the widths that the concatenation-free
-  convolutions read from their inputs are folded into constant weight slices (:func:`_fold_static_shapes`).
+  part, a field that is constant except near the borders, enters as the one slice along the first spatial axis
+  that repeats between the borders, broadcast, and each border slice's difference from it, placed by a mask
+  (:func:`_border_terms`), not as a constant of the output's size: 0.5 GB fewer constants in each converted
+  default network at a 96^3 window, which its compiled models hold again;
+- the layout and kernels of OpenVINO's CPU plugin: instance norm is exported as ``instance_norm`` (OpenVINO's MVN)
+  rather than in the group-norm form that is faster in eager PyTorch; the widths that the concatenation-free
+  convolutions read from their inputs are folded into constant weight slices (:func:`_fold_static_shapes`); the
+  network's ceil-mode pooling is exported in floor mode where the window divides by
+  :py:meth:`UNetPlusPlus.shape_factor` (the two agree there; the plugin pools in int8 in floor mode only); in int8
+  a decoder node reads its same-level inputs concatenated, as one convolution.
 
 int8: the converted graph is quantized by NNCF (``nncf.quantize``: 8-bit symmetric weights per output channel,
 activation ranges from calibration windows, fast bias correction), all but the first convolution and the head,
