@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 import sys
 
 import pytest
@@ -96,6 +97,11 @@ def test_fast_inference_quick_run_measures_every_path_and_the_targets(fast_infer
         assert row["argmax_agreement_with_own_torch_fp32"] > 0.999
     assert rows["ours openvino fp32"]["argmax_agreement_with_reference"] > 0.999
     assert {t["ratio"] for t in report["targets"]} >= {"fastest ours / monai torch fp32"}
+    for target in report["targets"]:  # paired per repeat, and the ratio of the medians beside it
+        a, b = target["ratio"].split(" / ")
+        pairs = [x / y for x, y in zip(rows[a]["times"], rows[b]["times"])] if a in rows else None
+        assert pairs is None or target["value"] == statistics.median(pairs)
+        assert target["ratio_of_medians"] > 0
     kernels = report["openvino_transposed_convolution_kernels"]
     assert set(map(tuple, kernels["monai openvino fp32"])) == {(2, 2, 2)}  # MONAI's deconvolutions
     assert (4, 4, 4) in set(map(tuple, kernels["ours openvino fp32"]))  # folded upsamplings, as in eager PyTorch
