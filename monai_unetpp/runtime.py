@@ -249,9 +249,9 @@ class _ConstantFold:
 
     The first (eager) call takes the network's own decision for the window shape and computes the folded kernel
     (the full convolution of the deconvolution's and the convolution's kernels, as ``upsampled_conv`` builds it)
-    and the deconvolution bias's contribution (as border terms, see :func:`_border_terms`) as constants, checked against the
-    network's own folded result; the traced calls then repeat that decision and use the constants. Where the check
-    fails (a network whose folding works otherwise), the node is left unfolded: slower, never wrong.
+    and the deconvolution bias's contribution (as border terms, see :func:`_border_terms`) as constants, checked
+    against the network's own folded result; the traced calls then repeat that decision and use the constants. Where
+    the check fails (a network whose folding works otherwise), the node is left unfolded: slower, never wrong.
     """
 
     def __init__(self, fold: UpsamplingFold) -> None:
