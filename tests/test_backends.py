@@ -177,11 +177,15 @@ def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
     # convolution after each pooling too); a decoder node's same-level inputs are read concatenated, by one
     # convolution (6 in the encoder, 2 per decoder node, the head; 8 phases per folded node)
     layers = entry.kernels()
-    convolutions = [kernel.endswith("_I8") for layer, kernel in layers if layer == "Convolution"]
+
+    def int8(kernel: str) -> bool:  # "brgconv_avx512_I8" (AVX512-VNNI), "brgconv_avx512_amx_i8" (AMX)
+        return kernel.lower().endswith("_i8")
+
+    convolutions = [int8(kernel) for layer, kernel in layers if layer == "Convolution"]
     assert len(convolutions) == 6 + 3 * 2 + 1 + 3 * 8
     assert convolutions == [False] + [True] * (len(convolutions) - 2) + [False]
     poolings = [kernel for layer, kernel in layers if layer == "Pooling"]
-    assert len(poolings) == 2 and all(kernel.endswith("_I8") for kernel in poolings)
+    assert len(poolings) == 2 and all(map(int8, poolings))
     assert entry.phase_convolutions == [(4, 4, 4)] * 3 and entry.transposed_convolution_kernels() == []
     agreement = (out.argmax(1) == reference.argmax(1)).float().mean()
     assert agreement > 0.95
