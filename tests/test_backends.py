@@ -172,8 +172,8 @@ def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
     (entry,) = cache
     assert entry.precision == "int8" and entry.compiled_batches == [2, 4]
     # what the CPU plugin runs: every convolution in int8 but the first (the image's intensities) and the head,
-    # the folded upsamplings' phases too (as transposed convolutions of a tensor that feeds other layers, NNCF
-    # left them in float32), and the poolings (in the network's ceil mode the plugin pooled in float32, and the
+    # the folded upsamplings' phases too (as transposed convolutions, most ran in float32 on an AVX512-VNNI CPU;
+    # on AMX the plugin runs them in int8, benchmarks/README.md), and the poolings (in the network's ceil mode the plugin pooled in float32, and the
     # convolution after each pooling too); a decoder node's same-level inputs are read concatenated, by one
     # convolution (6 in the encoder, 2 per decoder node, the head; 8 phases per folded node)
     layers = entry.kernels()
