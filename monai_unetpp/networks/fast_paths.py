@@ -291,14 +291,19 @@ class UpsamplingFold(nn.Module):
         self.flags = switch("folded_upsampling")
 
     def applies(self, below: torch.Tensor, skip: torch.Tensor) -> bool:
-        """Whether to fold for these inputs: the switch is on for their device, the skip is exactly ``scale``
-        times the size of ``below`` on every axis (no crop) and folding needs fewer multiply-adds."""
+        """Whether to fold for these inputs: it :meth:`fits` them and folding needs fewer multiply-adds."""
+        pays = _folding_pays(below, self.channels, self.channels, self.kernel_size, self.scale)
+        return self.fits(below, skip) and pays
+
+    def fits(self, below: torch.Tensor, skip: torch.Tensor) -> bool:
+        """Whether folding may run for these inputs: the switch is on for their device and the skip is exactly
+        ``scale`` times the size of ``below`` on every axis (no crop)."""
         if not enabled_for(below, self.flags) or not may_specialize_on_shapes():
             return False
         for d in range(2, below.dim()):
             if skip.shape[d] != self.scale[d - 2] * below.shape[d]:
                 return False
-        return _folding_pays(below, self.channels, self.channels, self.kernel_size, self.scale)
+        return True
 
     def conv(
         self, below: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor | None, weight: torch.Tensor
