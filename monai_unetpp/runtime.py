@@ -11,10 +11,12 @@ UNet++'s savings:
   ``"final"`` mode only the final head is in the graph;
 - the folded upsampling (``monai_unetpp.networks.fast_paths.upsampled_conv``): its kernel depends on the weights
   alone, so it is computed here, once, and enters the graph as a constant; the graph has one stride-2 transposed
-  convolution where the plain layers have a deconvolution and a convolution of the upsampled tensor (in int8 run as
-  its output phases, forward convolutions joined by ``DepthToSpace``: :func:`_as_phase_convolutions`). Eager PyTorch
-  decides per input shape where folding pays; a traced graph cannot (it must serve any shape), so the decisions
-  are taken in an eager pass on the window shape, which the converted graph is fixed to. The deconvolution bias's
+  convolution where the plain layers have a deconvolution and a convolution of the upsampled tensor (in int8 on a
+  CPU without AMX run as its output phases, forward convolutions joined by ``DepthToSpace``:
+  :func:`_as_phase_convolutions`). Eager PyTorch decides per input shape where folding pays; a traced graph cannot
+  (it must serve any shape), so the decisions are taken in an eager pass on the window shape, which the converted
+  graph is fixed to; in int8 on AMX by what the plugin's kernels run (:func:`_folding_pays_in_graph`: they read
+  input channels in blocks of 64, so a node of 32 skip channels saves nothing by folding). The deconvolution bias's
   part, a field that is constant except near the borders, enters as the one slice along the first spatial axis
   that repeats between the borders, broadcast, and each border slice's difference from it, placed by a mask
   (:func:`_border_terms`), not as a constant of the output's size: 0.5 GB fewer constants in each converted
@@ -40,10 +42,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import importlib
 import io
 import itertools
+import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -57,7 +61,7 @@ import torch.nn.functional as F
 
 from .networks.blocks import ConvNormAct
 from .networks.fast_paths import InstanceNorm, UpsamplingFold
-from .networks.unetplusplus import reduce_heads
+from .networks.unetplusplus import NestedNode, reduce_heads
 from .utils import unwrap_network
 
 __all__ = [
@@ -87,6 +91,9 @@ PRECISIONS = ("fp32", "bf16", "int8")
 INSTALL_HINT = 'pip install "openvino>=2025.1", the openvino extra of monai-unetpp'
 NNCF_INSTALL_HINT = 'pip install "nncf>=2.16", in the openvino extra of monai-unetpp'
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+#: Input channels that OpenVINO's CPU plugin reads in one block in its AMX int8 convolutions (a 64-byte tile row):
+#: there a convolution of 32 channels runs as long as one of 64 (``benchmarks/README.md``).
+AMX_INT8_CHANNEL_BLOCK = 64
 #: At most this many windows of the first image calibrate an int8 network (evenly spaced over the image's windows).
 CALIBRATION_WINDOWS = 64
 
@@ -244,18 +251,44 @@ def _border_terms(
     return inner.clone(), terms
 
 
+def _folding_pays_in_graph(
+    below_channels: int, skip_channels: int, channels: int, kernel_size: list[int], scale: list[int], block: int
+) -> bool:
+    """Whether a converted graph runs a decoder node's first convolution in fewer multiply-adds with its upsampling
+    folded, where the plugin's kernels read input channels in blocks of ``block`` (a convolution of 32 channels
+    costs one of 64 in blocks of 64).
+
+    Per output voxel: plain, the deconvolution (one tap of ``below_channels``) and the convolution of the skips and
+    the upsampled tensor concatenated; folded, the convolution of the skips alone and the folded transposed
+    convolution (``(s + k - 1) / s`` taps per axis). The folded kernel is a constant of the graph: its cost, which
+    the eager decision (``UpsamplingFold.applies``) counts per call, is not counted."""
+
+    def padded(width: int) -> int:
+        return -(-width // block) * block
+
+    taps = math.prod(kernel_size)
+    folded_taps = math.prod(s + k - 1 for s, k in zip(scale, kernel_size, strict=True)) / math.prod(scale)
+    plain = padded(skip_channels + channels) * channels * taps + padded(below_channels) * channels
+    folded = padded(skip_channels) * channels * taps + padded(below_channels) * channels * folded_taps
+    return folded < plain
+
+
 class _ConstantFold:
     """Stands in for one :py:class:`UpsamplingFold`'s ``applies`` and ``conv`` in a copy made for tracing.
 
-    The first (eager) call takes the network's own decision for the window shape and computes the folded kernel
-    (the full convolution of the deconvolution's and the convolution's kernels, as ``upsampled_conv`` builds it)
-    and the deconvolution bias's contribution (as border terms, see :func:`_border_terms`) as constants, checked
+    ``node_widths`` are the node's ``(below_channels, skip_channels, channels)``; ``channel_block`` as for
+    :func:`export_copy`. The first (eager) call takes the decision for the window shape and computes the folded
+    kernel (the full convolution of the deconvolution's and the convolution's kernels, as ``upsampled_conv`` builds
+    it) and the deconvolution bias's contribution (as border terms, see :func:`_border_terms`) as constants, checked
     against the network's own folded result; the traced calls then repeat that decision and use the constants. Where
     the check fails (a network whose folding works otherwise), the node is left unfolded: slower, never wrong.
     """
 
-    def __init__(self, fold: UpsamplingFold) -> None:
-        self.own_applies, self.own_conv = fold.applies, fold.conv
+    def __init__(self, fold: UpsamplingFold, node_widths: tuple[int, int, int], channel_block: int | None) -> None:
+        self.own_applies, self.own_fits, self.own_conv = fold.applies, fold.fits, fold.conv
+        self.kernel_size, self.scale = fold.kernel_size, fold.scale
+        self.node_widths = node_widths
+        self.channel_block = channel_block
         self.decision: bool | None = None
         self.kernel: torch.Tensor | None = None
         self.bias_field: torch.Tensor | None = None
@@ -265,7 +298,11 @@ class _ConstantFold:
 
     def applies(self, below: torch.Tensor, skip: torch.Tensor) -> bool:
         if self.decision is None:
-            self.decision = bool(self.own_applies(below, skip))
+            if self.channel_block is None:
+                self.decision = bool(self.own_applies(below, skip))
+            else:
+                pays = _folding_pays_in_graph(*self.node_widths, self.kernel_size, self.scale, self.channel_block)
+                self.decision = bool(self.own_fits(below, skip)) and pays
         return self.decision
 
     def conv(
@@ -313,6 +350,7 @@ def export_copy(
     inference_mode: str | None = None,
     inference_depth: int | None = None,
     concatenated: bool = False,
+    channel_block: int | None = None,
 ) -> nn.Module:
     """An eval-mode copy of ``network`` for tracing with inputs shaped as ``example``: one output Tensor, pruned to
     ``inference_depth`` where the network can prune (``pruned(k)``: the deeper nodes and unused heads are not in
@@ -326,6 +364,10 @@ def export_copy(
         concatenated: whether a decoder node's convolution reads its same-level inputs concatenated (one
             convolution, as in MONAI's ``BasicUNetPlusPlus``) rather than part by part (``concat_free_conv``, the
             network's own setting where this is False). The folded upsampling's part is added either way.
+        channel_block: None for the network's own decisions where to fold (per call, in multiply-adds); else the
+            graph's: in multiply-adds with input channels counted in blocks of this many
+            (:func:`_folding_pays_in_graph`), for the plugin's AMX int8 kernels. Either way only where the
+            network may fold (``UpsamplingFold.fits``).
 
     Examples::
 
@@ -369,10 +411,12 @@ def export_copy(
                 layer.concat_free = (False, False)
     mode = inference_mode or getattr(net, "inference_mode", "final")
     module = _OneOutput(net, settings, mode).eval()
-    folds = [m for m in net.modules() if isinstance(m, UpsamplingFold)]
-    for fold in folds:
-        stand_in = _ConstantFold(fold)
-        fold.applies, fold.conv = stand_in.applies, stand_in.conv  # instance attributes: only this copy
+    for node in net.modules():
+        fold = getattr(node, "fold", None)
+        if isinstance(node, NestedNode) and isinstance(fold, UpsamplingFold):
+            widths = (node.up.deconv.in_channels, node.up_channels[0], fold.channels)
+            stand_in = _ConstantFold(fold, widths, channel_block)
+            fold.applies, fold.conv = stand_in.applies, stand_in.conv  # instance attributes: only this copy
     with torch.no_grad():
         module(example)  # the eager pass that takes the decisions and builds the constants
     return module
@@ -424,10 +468,11 @@ def _as_phase_convolutions(model: Any) -> list[tuple[int, ...]]:
     convolution of the input with the taps that reach that phase, joined by ``DepthToSpace``. The same sums in the
     same multiply-adds; returns the spatial kernel shapes rewritten.
 
-    For int8: NNCF quantizes no transposed convolution whose input also feeds other layers (the decoder's
-    ``X^{i,j}`` feeds the next column too), so the CPU plugin ran them in float32; as forward convolutions they are
-    quantized with the rest. In fp32 and bf16 the plugin's own transposed convolution is kept: the phases' Concat
-    and DepthToSpace cost more than they save at large windows (``benchmarks/README.md``). A kernel equal to its
+    For int8 on a CPU without AMX: there the CPU plugin ran most of the folded transposed convolutions in float32
+    (their input, the decoder's ``X^{i,j}``, also feeds the next column); as forward convolutions they are
+    quantized with the rest. On AMX the plugin runs them in int8 as they are, and in fp32 and bf16 its own
+    transposed convolution is kept: the phases' Concat and DepthToSpace cost more than they save
+    (``benchmarks/README.md``). A kernel equal to its
     stride (a plain deconvolution) has one tap per phase and is left to the plugin. This is the sub-pixel form of
     a strided transposed convolution (Shi et al., "Real-time single image and video super-resolution using an
     efficient sub-pixel convolutional neural network", CVPR 2016).
@@ -516,6 +561,30 @@ def calibration_subset(windows: torch.Tensor, limit: int = CALIBRATION_WINDOWS) 
     return windows[torch.linspace(0, windows.shape[0] - 1, limit).round().long()]
 
 
+@functools.lru_cache(maxsize=1)
+def _int8_convolutions_run_on_amx() -> bool:
+    """Whether OpenVINO's CPU plugin runs int8 convolutions in its AMX kernels here: one small quantized
+    convolution compiled, its kernel's name read (``brgconv_avx512_amx_I8``)."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    def constant(value: Any) -> Any:
+        return ops.constant(np.asarray(value, dtype=np.float32))
+
+    x = ops.parameter([1, 64, 8, 8, 8], np.float32)
+    quantized = ops.fake_quantize(x, constant(-1.0), constant(1.0), constant(-1.0), constant(1.0), 256)
+    # int8 weights and their per-channel scale, as NNCF writes them
+    weight = ops.convert(ops.constant(np.ones((32, 64, 3, 3, 3), dtype=np.int8)), np.float32)
+    weight = ops.multiply(weight, constant(np.full((32, 1, 1, 1, 1), 0.01)))
+    conv = ops.convolution(quantized, weight, [1] * 3, [1] * 3, [1] * 3, [1] * 3)
+    compiled = ov.Core().compile_model(ov.Model([conv], [x]), "CPU", {"INFERENCE_NUM_THREADS": "1"})
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and str(info["layerType"].astype(str)) == "Convolution":
+            return "amx" in str(info["primitiveType"].astype(str)).lower()
+    return False
+
+
 def _reads_the_input(node: Any) -> bool:
     """Whether OpenVINO graph ``node`` depends on a ``Parameter`` (the window), not on constants alone."""
     seen, stack = set(), [node]
@@ -577,7 +646,15 @@ class OpenVINONetwork:
         # int8 reads a node's same-level inputs concatenated: one convolution over all of them runs faster in
         # int8 than one per part with their sums (about 9% of a 4 x 32^3 batch, 3% at 96^3), where in fp32 and
         # bf16 the parts run as fast or faster (benchmarks/README.md)
-        module = export_copy(network, example, inference_mode, inference_depth, concatenated=precision == "int8")
+        amx = precision == "int8" and _int8_convolutions_run_on_amx()
+        module = export_copy(
+            network,
+            example,
+            inference_mode,
+            inference_depth,
+            concatenated=precision == "int8",
+            channel_block=AMX_INT8_CHANNEL_BLOCK if amx else None,
+        )
         with warnings.catch_warnings(), torch.no_grad():
             # the tracer's notes on shape checks: the graph is fixed to this window shape on purpose
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -588,7 +665,8 @@ class OpenVINONetwork:
         #: The spatial kernel shapes of the transposed convolutions run as output phases (int8: one per folded node).
         self.phase_convolutions: list[tuple[int, ...]] = []
         if precision == "int8":
-            self.phase_convolutions = _as_phase_convolutions(self.model)  # before NNCF, which then quantizes them
+            if not amx:  # the plugin's AMX kernels run the transposed convolutions in int8 as they are
+                self.phase_convolutions = _as_phase_convolutions(self.model)  # before NNCF, which quantizes them
             self.model = _quantized(self.model, calibration_subset(torch.as_tensor(calibration)), example.shape[0])
         self._core = ov.Core()
         self._compiled: dict[tuple[int, int], Any] = {}

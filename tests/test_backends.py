@@ -11,7 +11,7 @@ import torch
 from conftest import seeded, tiny_net
 from monai.data import MetaTensor
 
-from monai_unetpp import UNetPlusPlusInferer, runtime
+from monai_unetpp import UNetPlusPlus, UNetPlusPlusInferer, runtime
 
 openvino = pytest.importorskip("openvino")
 
@@ -172,21 +172,31 @@ def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
     (entry,) = cache
     assert entry.precision == "int8" and entry.compiled_batches == [2, 4]
     # what the CPU plugin runs: every convolution in int8 but the first (the image's intensities) and the head,
-    # the folded upsamplings' phases too (as transposed convolutions, most ran in float32 on an AVX512-VNNI CPU;
-    # on AMX the plugin runs them in int8, benchmarks/README.md), and the poolings (in the network's ceil mode the plugin pooled in float32, and the
-    # convolution after each pooling too); a decoder node's same-level inputs are read concatenated, by one
-    # convolution (6 in the encoder, 2 per decoder node, the head; 8 phases per folded node)
+    # the transposed convolutions or the folded upsamplings' phases too, and the poolings (in the network's ceil
+    # mode the plugin pooled in float32, and the convolution after each pooling too); a decoder node's same-level
+    # inputs are read concatenated, by one convolution (6 in the encoder, 2 per decoder node, the head)
     layers = entry.kernels()
 
     def int8(kernel: str) -> bool:  # "brgconv_avx512_I8" (AVX512-VNNI), "brgconv_avx512_amx_i8" (AMX)
         return kernel.lower().endswith("_i8")
 
+    if runtime._int8_convolutions_run_on_amx():
+        # AMX reads input channels in blocks of 64, which every width here fits in: folding would save no
+        # multiply-adds, so no node folds, and the plain deconvolutions run in int8 as they are
+        assert entry.phase_convolutions == [] and entry.transposed_convolution_kernels() == [(2, 2, 2)] * 3
+        phases = 0
+    else:
+        # AVX512-VNNI: the network's own decisions fold every node, and the folded transposed convolutions (most
+        # ran in float32 there) run as their 8 output phases
+        assert entry.phase_convolutions == [(4, 4, 4)] * 3 and entry.transposed_convolution_kernels() == []
+        phases = 3 * 8
     convolutions = [int8(kernel) for layer, kernel in layers if layer == "Convolution"]
-    assert len(convolutions) == 6 + 3 * 2 + 1 + 3 * 8
+    assert len(convolutions) == 6 + 3 * 2 + 1 + phases
     assert convolutions == [False] + [True] * (len(convolutions) - 2) + [False]
+    transposed = [int8(kernel) for layer, kernel in layers if layer == "Deconvolution"]
+    assert len(transposed) == len(entry.transposed_convolution_kernels()) and all(transposed)
     poolings = [kernel for layer, kernel in layers if layer == "Pooling"]
     assert len(poolings) == 2 and all(map(int8, poolings))
-    assert entry.phase_convolutions == [(4, 4, 4)] * 3 and entry.transposed_convolution_kernels() == []
     agreement = (out.argmax(1) == reference.argmax(1)).float().mean()
     assert agreement > 0.95
     assert (out - reference).abs().max() < 0.2 * reference.abs().max()
@@ -200,6 +210,37 @@ def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
     windows = inferer.windows(image)
     assert windows.shape == (18, 1, ROI, ROI, ROI)  # the inferer's own windows, the calibration set
     assert torch.equal(windows[0], image[0, :, :ROI, :ROI, :ROI])
+
+
+def test_int8_on_amx_folds_where_a_channel_block_is_saved():
+    # the default network's level-0 nodes (width 32, below it 32): X^{0,j} reads 32 j skip channels; in blocks of
+    # 64, X^{0,1}'s skip and upsampled tensor (64) cost what its skip alone (32, read as 64) does, and so on
+    def pays(skip: int, block: int) -> bool:
+        return runtime._folding_pays_in_graph(32, skip, 32, [3] * 3, [2] * 3, block)
+
+    assert [pays(32 * j, 64) for j in (1, 2, 3, 4)] == [False, True, False, True]
+    assert [pays(32 * j, 1) for j in (1, 2, 3, 4)] == [True] * 4
+
+
+def test_int8_on_amx_runs_the_folded_transposed_convolutions_in_int8(cache):
+    pytest.importorskip("nncf")
+    if not runtime._int8_convolutions_run_on_amx():
+        pytest.skip("the CPU plugin runs int8 convolutions without AMX here (the phases: the test above)")
+    torch.manual_seed(0)
+    net = UNetPlusPlus(3, 1, 3, features=(32, 64, 64), deep_supervision=True).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() == 1:
+                p.normal_(0.0, 0.3)
+    image = seeded(*VOLUME, seed=5)
+    out = infer(net, image, backend="openvino", precision="int8")
+    (entry,) = cache
+    # X^{0,1} (32 + 32 channels, one block) is not folded, X^{1,1} and X^{0,2} are (64 skip channels + 64, 64 + 32)
+    assert entry.transposed_convolution_kernels() == [(2, 2, 2), (4, 4, 4), (4, 4, 4)]
+    assert entry.phase_convolutions == []
+    transposed = [kernel for layer, kernel in entry.kernels() if layer == "Deconvolution"]
+    assert len(transposed) == 3 and all(kernel.lower().endswith("_i8") for kernel in transposed)
+    assert (out.argmax(1) == infer(net, image).argmax(1)).float().mean() > 0.95
 
 
 def test_int8_refuses_an_image_of_one_value(net, cache):
