@@ -472,10 +472,9 @@ def _as_phase_convolutions(model: Any) -> list[tuple[int, ...]]:
     (their input, the decoder's ``X^{i,j}``, also feeds the next column); as forward convolutions they are
     quantized with the rest. On AMX the plugin runs them in int8 as they are, and in fp32 and bf16 its own
     transposed convolution is kept: the phases' Concat and DepthToSpace cost more than they save
-    (``benchmarks/README.md``). A kernel equal to its
-    stride (a plain deconvolution) has one tap per phase and is left to the plugin. This is the sub-pixel form of
-    a strided transposed convolution (Shi et al., "Real-time single image and video super-resolution using an
-    efficient sub-pixel convolutional neural network", CVPR 2016).
+    (``benchmarks/README.md``). A kernel equal to its stride (a plain deconvolution) has one tap per phase and is
+    left to the plugin. This is the sub-pixel form of a strided transposed convolution (Shi et al., "Real-time
+    single image and video super-resolution using an efficient sub-pixel convolutional neural network", CVPR 2016).
     """
     from openvino import opset13 as ops
 
