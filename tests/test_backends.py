@@ -225,7 +225,7 @@ def test_int8_on_amx_folds_where_a_channel_block_is_saved():
 def test_int8_on_amx_runs_the_folded_transposed_convolutions_in_int8(cache):
     pytest.importorskip("nncf")
     if not runtime._int8_convolutions_run_on_amx():
-        pytest.skip("the CPU plugin runs int8 convolutions without AMX here (the phases: the test above)")
+        pytest.skip("the CPU plugin runs int8 without AMX here: the folded nodes run as output phases (tested above)")
     torch.manual_seed(0)
     net = UNetPlusPlus(3, 1, 3, features=(32, 64, 64), deep_supervision=True).eval()
     with torch.no_grad():
