@@ -412,11 +412,10 @@ def export_copy(
     mode = inference_mode or getattr(net, "inference_mode", "final")
     module = _OneOutput(net, settings, mode).eval()
     for node in net.modules():
-        fold = getattr(node, "fold", None)
-        if isinstance(node, NestedNode) and isinstance(fold, UpsamplingFold):
-            widths = (node.up.deconv.in_channels, node.up_channels[0], fold.channels)
-            stand_in = _ConstantFold(fold, widths, channel_block)
-            fold.applies, fold.conv = stand_in.applies, stand_in.conv  # instance attributes: only this copy
+        if isinstance(node, NestedNode) and node.fold is not None:
+            widths = (node.up.deconv.in_channels, node.up_channels[0], node.fold.channels)
+            stand_in = _ConstantFold(node.fold, widths, channel_block)
+            node.fold.applies, node.fold.conv = stand_in.applies, stand_in.conv  # instance attributes: this copy only
     with torch.no_grad():
         module(example)  # the eager pass that takes the decisions and builds the constants
     return module
