@@ -222,10 +222,12 @@ def test_int8_on_amx_folds_where_a_channel_block_is_saved():
     assert [pays(32 * j, 1) for j in (1, 2, 3, 4)] == [True] * 4
 
 
+@pytest.mark.skipif(
+    not runtime._int8_convolutions_run_on_amx(),
+    reason="the CPU plugin runs int8 without AMX here: the folded nodes run as output phases (tested above)",
+)
 def test_int8_on_amx_runs_the_folded_transposed_convolutions_in_int8(cache):
     pytest.importorskip("nncf")
-    if not runtime._int8_convolutions_run_on_amx():
-        pytest.skip("the CPU plugin runs int8 without AMX here: the folded nodes run as output phases (tested above)")
     torch.manual_seed(0)
     net = UNetPlusPlus(3, 1, 3, features=(32, 64, 64), deep_supervision=True).eval()
     with torch.no_grad():
