@@ -20,16 +20,24 @@ ROI = 16
 VOLUME = (1, 1, 40, 36, 28)
 
 
-@pytest.fixture
-def net():
-    torch.manual_seed(0)
-    network = tiny_net(depth=2).eval()
-    # non-zero biases and norm affines: every term of the folded upsampling matters
+def with_random_biases(network: UNetPlusPlus) -> UNetPlusPlus:
+    """``network`` with non-zero biases and norm affines: every term of the folded upsampling matters."""
     with torch.no_grad():
         for p in network.parameters():
             if p.dim() == 1:
                 p.normal_(0.0, 0.3)
     return network
+
+
+def runs_int8(kernel: str) -> bool:
+    """Whether a CPU plugin kernel name is an int8 one: "brgconv_avx512_I8" (AVX512-VNNI), "..._amx_i8" (AMX)."""
+    return kernel.lower().endswith("_i8")
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return with_random_biases(tiny_net(depth=2).eval())
 
 
 @pytest.fixture
@@ -176,10 +184,6 @@ def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
     # mode the plugin pooled in float32, and the convolution after each pooling too); a decoder node's same-level
     # inputs are read concatenated, by one convolution (6 in the encoder, 2 per decoder node, the head)
     layers = entry.kernels()
-
-    def int8(kernel: str) -> bool:  # "brgconv_avx512_I8" (AVX512-VNNI), "brgconv_avx512_amx_i8" (AMX)
-        return kernel.lower().endswith("_i8")
-
     if runtime._int8_convolutions_run_on_amx():
         # AMX reads input channels in blocks of 64, which every width here fits in: folding would save no
         # multiply-adds, so no node folds, and the plain deconvolutions run in int8 as they are
@@ -190,13 +194,13 @@ def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
         # ran in float32 there) run as their 8 output phases
         assert entry.phase_convolutions == [(4, 4, 4)] * 3 and entry.transposed_convolution_kernels() == []
         phases = 3 * 8
-    convolutions = [int8(kernel) for layer, kernel in layers if layer == "Convolution"]
+    convolutions = [runs_int8(kernel) for layer, kernel in layers if layer == "Convolution"]
     assert len(convolutions) == 6 + 3 * 2 + 1 + phases
     assert convolutions == [False] + [True] * (len(convolutions) - 2) + [False]
-    transposed = [int8(kernel) for layer, kernel in layers if layer == "Deconvolution"]
+    transposed = [runs_int8(kernel) for layer, kernel in layers if layer == "Deconvolution"]
     assert len(transposed) == len(entry.transposed_convolution_kernels()) and all(transposed)
     poolings = [kernel for layer, kernel in layers if layer == "Pooling"]
-    assert len(poolings) == 2 and all(map(int8, poolings))
+    assert len(poolings) == 2 and all(map(runs_int8, poolings))
     agreement = (out.argmax(1) == reference.argmax(1)).float().mean()
     assert agreement > 0.95
     assert (out - reference).abs().max() < 0.2 * reference.abs().max()
@@ -229,11 +233,7 @@ def test_int8_on_amx_folds_where_a_channel_block_is_saved():
 def test_int8_on_amx_runs_the_folded_transposed_convolutions_in_int8(cache):
     pytest.importorskip("nncf")
     torch.manual_seed(0)
-    net = UNetPlusPlus(3, 1, 3, features=(32, 64, 64), deep_supervision=True).eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.dim() == 1:
-                p.normal_(0.0, 0.3)
+    net = with_random_biases(UNetPlusPlus(3, 1, 3, features=(32, 64, 64), deep_supervision=True).eval())
     image = seeded(*VOLUME, seed=5)
     out = infer(net, image, backend="openvino", precision="int8")
     (entry,) = cache
@@ -241,7 +241,7 @@ def test_int8_on_amx_runs_the_folded_transposed_convolutions_in_int8(cache):
     assert entry.transposed_convolution_kernels() == [(2, 2, 2), (4, 4, 4), (4, 4, 4)]
     assert entry.phase_convolutions == []
     transposed = [kernel for layer, kernel in entry.kernels() if layer == "Deconvolution"]
-    assert len(transposed) == 3 and all(kernel.lower().endswith("_i8") for kernel in transposed)
+    assert len(transposed) == 3 and all(map(runs_int8, transposed))
     assert (out.argmax(1) == infer(net, image).argmax(1)).float().mean() > 0.95
 
 
