@@ -292,8 +292,9 @@ class UpsamplingFold(nn.Module):
 
     def applies(self, below: torch.Tensor, skip: torch.Tensor) -> bool:
         """Whether to fold for these inputs: it :meth:`fits` them and folding needs fewer multiply-adds."""
-        pays = _folding_pays(below, self.channels, self.channels, self.kernel_size, self.scale)
-        return self.fits(below, skip) and pays
+        if not self.fits(below, skip):
+            return False
+        return _folding_pays(below, self.channels, self.channels, self.kernel_size, self.scale)
 
     def fits(self, below: torch.Tensor, skip: torch.Tensor) -> bool:
         """Whether folding may run for these inputs: the switch is on for their device and the skip is exactly
