@@ -30,9 +30,10 @@ UNet++'s savings:
 
 int8: the converted graph is quantized by NNCF (``nncf.quantize``: 8-bit symmetric weights per output channel,
 activation ranges from calibration windows, fast bias correction), all but the first convolution and the head,
-which stay in float32. The calibration windows are those of the first
-image the network runs on in int8 (:py:class:`monai_unetpp.UNetPlusPlusInferer` cuts them as it cuts the image);
-the quantized network is kept and reused for later images like any other conversion.
+which stay in float32; the output phases of one folded upsampling then share one range, so that they are joined in
+int8 (:func:`_one_range_per_phase_join`). The calibration windows are those of the first image the network runs
+on in int8 (:py:class:`monai_unetpp.UNetPlusPlusInferer` cuts them as it cuts the image); the quantized network is
+kept and reused for later images like any other conversion.
 
 OpenVINO: https://docs.openvino.ai (``openvino.convert_model`` of a PyTorch module, CPU plugin properties);
 NNCF: https://github.com/openvinotoolkit/nncf (``nncf.quantize`` of an OpenVINO model).
@@ -492,9 +493,9 @@ def _as_phase_convolutions(model: Any) -> list[tuple[int, ...]]:
             continue
         stride, kernel = strides[0], weights.get_data().astype(np.float32)  # (in, out, *k)
         sizes = kernel.shape[2:]
-        if any(k <= stride or k != stride + 2 * p for k, p in zip(sizes, padding)):
+        if any(k <= stride or k != stride + 2 * p for k, p in zip(sizes, padding, strict=True)):
             continue
-        taps = [_phase_taps(k, stride, p) for k, p in zip(sizes, padding)]
+        taps = [_phase_taps(k, stride, p) for k, p in zip(sizes, padding, strict=True)]
         ones = [1] * len(sizes)
         phases = []
         # DepthToSpace "blocks_first" takes phase (r_1, ..., r_d) from channels ((r_1 * s + r_2) * s + ...) * out + c:
@@ -537,6 +538,46 @@ def _quantized(model: Any, calibration: torch.Tensor, batch: int) -> Any:
             subset_size=len(batches),
             ignored_scope=ignored,
         )
+
+
+def _one_range_per_phase_join(model: Any) -> int:
+    """Give the quantizers of each output-phase join (:func:`_as_phase_convolutions`) one range, in place: the
+    widest of theirs; returns how many joins.
+
+    NNCF quantizes each phase's output by its own calibrated range, so the ``Concat`` of the phases carries one
+    scale per phase and the CPU plugin cannot move its dequantization past the ``DepthToSpace`` (that changes which
+    channels a scale belongs to): it dequantized before it and ran ``DepthToSpace`` in float32, four times the bytes
+    of int8. The phases are one transposed convolution's output, which as one tensor would have had one range; the
+    ranges of a node's phases differ by a few percent, so the widest of them costs that little resolution."""
+    from openvino import opset13 as ops
+
+    joins = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "DepthToSpace" or node.input_value(0).get_node().get_type_name() != "Concat":
+            continue
+        quantizers = [value.get_node() for value in node.input_value(0).get_node().input_values()]
+        if not all(q.get_type_name() == "FakeQuantize" for q in quantizers):
+            continue
+        if any(len(q.output(0).get_target_inputs()) != 1 for q in quantizers):
+            continue  # a phase's quantizer that also serves another layer keeps its range
+        if len({q.get_attributes()["levels"] for q in quantizers}) != 1:
+            continue
+        limits = [[q.input_value(i).get_node() for q in quantizers] for i in range(1, 5)]
+        if not all(c.get_type_name() == "Constant" for per_input in limits for c in per_input):
+            continue
+        values = [[c.get_data() for c in per_input] for per_input in limits]
+        if any(len({v.shape for v in per_input}) != 1 for per_input in values):
+            continue
+        # per element (one per tensor, or per channel), all four limits of the widest range: one quantizer's, so a
+        # symmetric range stays symmetric (a low of one and a high of another would shift the zero point)
+        stacked = [np.stack(per_input) for per_input in values]
+        widest = np.argmax(stacked[1] - stacked[0], axis=0)[None]
+        united = [np.take_along_axis(limit, widest, axis=0)[0] for limit in stacked]
+        for quantizer in quantizers:
+            for i, limit in enumerate(united, start=1):
+                quantizer.input(i).replace_source_output(ops.constant(limit).output(0))
+        joins += 1
+    return joins
 
 
 def _check_calibration(windows: torch.Tensor | None) -> None:
@@ -666,6 +707,7 @@ class OpenVINONetwork:
             if not amx:  # the plugin's AMX kernels run the transposed convolutions in int8 as they are
                 self.phase_convolutions = _as_phase_convolutions(self.model)  # before NNCF, which quantizes them
             self.model = _quantized(self.model, calibration_subset(torch.as_tensor(calibration)), example.shape[0])
+            _one_range_per_phase_join(self.model)
         self._core = ov.Core()
         self._compiled: dict[tuple[int, int], Any] = {}
         self._compile(example.shape[0])

@@ -172,6 +172,25 @@ def test_transposed_convolutions_as_output_phases_compute_the_same(dims, kernel,
     assert np.abs(got - expected).max() < 1e-5 * np.abs(expected).max()
 
 
+def test_the_quantized_phases_of_one_join_get_its_widest_range():
+    import numpy as np
+    from openvino import opset13 as ops
+
+    data = ops.parameter([1, 4, 3, 3], np.float32)
+    # NNCF's symmetric ranges, (-128 s, 127 s) per phase; the second phase's is the widest
+    scales = [0.01, 0.03, 0.02, 0.015]
+    quantizers = []
+    for scale in scales:
+        low, high = (ops.constant(np.float32(v).reshape(1, 1, 1, 1)) for v in (-128 * scale, 127 * scale))
+        quantizers.append(ops.fake_quantize(data, low, high, low, high, 256))
+    join = ops.depth_to_space(ops.concat(quantizers, 1), "blocks_first", 2)
+    model = openvino.Model([join], [data])
+    assert runtime._one_range_per_phase_join(model) == 1
+    for quantizer in quantizers:
+        limits = [float(quantizer.input_value(i).get_node().get_data().ravel()[0]) for i in range(1, 5)]
+        assert limits == pytest.approx([-128 * 0.03, 127 * 0.03] * 2)  # one quantizer's range: still symmetric
+
+
 def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
     pytest.importorskip("nncf")
     image = seeded(*VOLUME, seed=3)
@@ -194,6 +213,9 @@ def test_int8_calibrates_once_on_the_first_image_and_is_reused(net, cache):
         # ran in float32 there) run as their 8 output phases
         assert entry.phase_convolutions == [(4, 4, 4)] * 3 and entry.transposed_convolution_kernels() == []
         phases = 3 * 8
+        # one quantization range per join: the phases are joined in int8 (one range per phase kept it float32)
+        joins = [kernel for layer, kernel in layers if layer == "DepthToSpace"]
+        assert len(joins) == 3 and all(map(runs_int8, joins))
     convolutions = [runs_int8(kernel) for layer, kernel in layers if layer == "Convolution"]
     assert len(convolutions) == 6 + 3 * 2 + 1 + phases
     assert convolutions == [False] + [True] * (len(convolutions) - 2) + [False]

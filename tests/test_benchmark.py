@@ -99,7 +99,7 @@ def test_fast_inference_quick_run_measures_every_path_and_the_targets(fast_infer
     assert {t["ratio"] for t in report["targets"]} >= {"fastest ours / monai torch fp32"}
     for target in report["targets"]:  # paired per repeat, and the ratio of the medians beside it
         a, b = target["ratio"].split(" / ")
-        pairs = [x / y for x, y in zip(rows[a]["times"], rows[b]["times"])] if a in rows else None
+        pairs = [x / y for x, y in zip(rows[a]["times"], rows[b]["times"], strict=True)] if a in rows else None
         assert pairs is None or target["value"] == statistics.median(pairs)
         assert target["ratio_of_medians"] > 0
     kernels = report["openvino_transposed_convolution_kernels"]
