@@ -542,14 +542,17 @@ def _quantized(model: Any, calibration: torch.Tensor, batch: int) -> Any:
 
 def _one_range_per_phase_join(model: Any) -> int:
     """Give the quantizers of each output-phase join (:func:`_as_phase_convolutions`) one range, in place: the
-    widest of theirs; returns how many joins.
+    widest of theirs (the largest high less low); returns how many joins.
 
     NNCF quantizes each phase's output by its own calibrated range, so the ``Concat`` of the phases carries one
     scale per phase and the CPU plugin cannot move its dequantization past the ``DepthToSpace`` (that changes which
     channels a scale belongs to): it dequantized before it and ran ``DepthToSpace`` in float32, four times the bytes
     of int8. The phases are one transposed convolution's output, which as one tensor would have had one range; the
     ranges of a node's phases differ by a few percent, so the widest of them costs that little resolution."""
-    from openvino import opset13 as ops
+
+    def width(quantizer: Any) -> float:
+        low, high = (quantizer.input_value(i).get_node().get_data() for i in (1, 2))
+        return float(np.max(high - low))
 
     joins = 0
     for node in model.get_ordered_ops():
@@ -562,20 +565,14 @@ def _one_range_per_phase_join(model: Any) -> int:
             continue  # a phase's quantizer that also serves another layer keeps its range
         if len({q.get_attributes()["levels"] for q in quantizers}) != 1:
             continue
-        limits = [[q.input_value(i).get_node() for q in quantizers] for i in range(1, 5)]
-        if not all(c.get_type_name() == "Constant" for per_input in limits for c in per_input):
+        if not all(q.input_value(i).get_node().get_type_name() == "Constant" for q in quantizers for i in (1, 2)):
             continue
-        values = [[c.get_data() for c in per_input] for per_input in limits]
-        if any(len({v.shape for v in per_input}) != 1 for per_input in values):
-            continue
-        # per element (one per tensor, or per channel), all four limits of the widest range: one quantizer's, so a
-        # symmetric range stays symmetric (a low of one and a high of another would shift the zero point)
-        stacked = [np.stack(per_input) for per_input in values]
-        widest = np.argmax(stacked[1] - stacked[0], axis=0)[None]
-        united = [np.take_along_axis(limit, widest, axis=0)[0] for limit in stacked]
+        # all four limits of one quantizer, so a symmetric range stays symmetric (a low of one and a high of
+        # another would shift the zero point)
+        widest = max(quantizers, key=width)
         for quantizer in quantizers:
-            for i, limit in enumerate(united, start=1):
-                quantizer.input(i).replace_source_output(ops.constant(limit).output(0))
+            for i in range(1, 5):
+                quantizer.input(i).replace_source_output(widest.input_value(i))
         joins += 1
     return joins
 
