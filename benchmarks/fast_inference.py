@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     deconvolutions: dict[str, list] = {}  # the transposed convolutions' kernels left in each OpenVINO graph
     phased: dict[str, list] = {}  # the kernels of those run as output phases (the folded upsamplings)
     op_counts: dict[str, dict[str, int]] = {}  # each OpenVINO graph's operations, by type
+    multiply_adds: dict[str, dict[str, int]] = {}  # per batch of 4 windows, as written and in AMX int8's blocks
     calls = {}
     runtime.compiled_networks.clear()
     runtime.compiled_networks.max_size = len(paths)  # every path stays converted while they alternate
@@ -178,6 +179,10 @@ def main(argv: list[str] | None = None) -> dict:
                 deconvolutions[name] = [list(k) for k in entry.transposed_convolution_kernels()]
                 phased[name] = [list(k) for k in entry.phase_convolutions]
                 op_counts[name] = {op: n for op, n in sorted(entry.op_counts().items()) if op != "Constant"}
+                multiply_adds[name] = {"as_written": entry.multiply_adds()}
+                if entry.precision == "int8":  # what the AMX int8 kernels compute: 32 channels cost 64
+                    blocks = entry.multiply_adds(runtime.AMX_INT8_CHANNEL_BLOCK)
+                    multiply_adds[name]["input_channels_in_blocks_of_64"] = blocks
 
     def no_grad(fn):
         def call():
@@ -245,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
         "openvino_transposed_convolution_kernels": deconvolutions,
         "openvino_phase_convolution_kernels": phased,
         "openvino_op_counts": op_counts,
+        "openvino_multiply_adds": multiply_adds,
         "rows": rows,
         "targets": targets,
     }
@@ -265,6 +271,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: transposed convolutions in the graph, by kernel: {dict(Counter(map(tuple, kernels)))}")
         print(f"    run as output phases, by kernel: {dict(Counter(map(tuple, phased[name])))}")
         print(f"    operations: {op_counts[name]}")
+        in_giga = {kind: f"{count / 1e9:.2f} G" for kind, count in multiply_adds[name].items()}
+        print(f"    multiply-adds per batch: {in_giga}")
+    for name, counts in multiply_adds.items():
+        peer = name.replace("ours", "monai", 1)
+        if name.startswith("ours") and peer in multiply_adds:
+            ratios = {kind: round(count / multiply_adds[peer][kind], 3) for kind, count in counts.items()}
+            print(f"multiply-adds, {name} / {peer}: {ratios}")
     print(f"\nfastest ours at full depth: {fastest}")
     for t in targets:
         verdict = "met" if t["value"] <= t["target"] else "NOT met"

@@ -621,6 +621,15 @@ def _int8_convolutions_run_on_amx() -> bool:
     return False
 
 
+def _has_8_bit_weights(layer: Any) -> bool:
+    """Whether ``layer``'s weights are 8-bit constants behind their dequantization (``Convert``, ``Multiply``), as
+    NNCF leaves the layers it quantized."""
+    node = layer.input_value(1).get_node()
+    while node.get_type_name() != "Constant" and node.get_input_size() > 0:
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant" and node.get_output_element_type(0).bitwidth == 8
+
+
 def _reads_the_input(node: Any) -> bool:
     """Whether OpenVINO graph ``node`` depends on a ``Parameter`` (the window), not on constants alone."""
     seen, stack = set(), [node]
@@ -751,6 +760,29 @@ class OpenVINONetwork:
             if "layerType" in info and "primitiveType" in info:
                 layers.append((str(info["layerType"].astype(str)), str(info["primitiveType"].astype(str))))
         return layers
+
+    def multiply_adds(self, int8_channel_block: int = 1) -> int:
+        """The multiply-adds of the graph's convolutions and transposed convolutions for one call on the example's
+        batch; those of the layers with 8-bit weights (int8: all but the first convolution and the head) with
+        their input channels rounded up to a multiple of ``int8_channel_block``.
+
+        With 1 they are the multiply-adds as written; with 64 (``AMX_INT8_CHANNEL_BLOCK``) they are what the CPU
+        plugin's AMX int8 kernels compute, which read input channels in blocks of 64: a convolution of 32 channels
+        costs what one of 64 does. A transposed convolution counts every tap of every input voxel."""
+        total = 0
+        for op in self.model.get_ordered_ops():
+            kind = op.get_type_name()
+            if kind not in ("Convolution", "ConvolutionBackpropData"):
+                continue
+            weight = list(op.get_input_shape(1))
+            if kind == "Convolution":  # weight (out, in, *kernel), per output voxel
+                outputs, inputs, voxels = weight[0], weight[1], list(op.get_output_shape(0))
+            else:  # weight (in, out, *kernel), per input voxel
+                inputs, outputs, voxels = weight[0], weight[1], list(op.get_input_shape(0))
+            if _has_8_bit_weights(op):
+                inputs = -(-inputs // int8_channel_block) * int8_channel_block
+            total += math.prod(voxels[:1] + voxels[2:]) * math.prod(weight[2:]) * inputs * outputs
+        return total
 
     def transposed_convolution_kernels(self) -> list[tuple[int, ...]]:
         """The spatial kernel shape of every transposed convolution left after constant folding: ``(2, 2, 2)`` for

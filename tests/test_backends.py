@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn as nn
 from conftest import seeded, tiny_net
 from monai.data import MetaTensor
 
@@ -246,6 +247,27 @@ def test_int8_on_amx_folds_where_a_channel_block_is_saved():
 
     assert [pays(32 * j, 64) for j in (1, 2, 3, 4)] == [False, True, False, True]
     assert [pays(32 * j, 1) for j in (1, 2, 3, 4)] == [True] * 4
+
+
+def test_multiply_adds_count_every_tap_and_round_the_int8_layers_input_channels_to_the_block():
+    pytest.importorskip("nncf")
+    torch.manual_seed(0)
+    layers = nn.Sequential(
+        nn.Conv3d(2, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv3d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose3d(8, 4, (4, 2, 2), 2, (1, 0, 0)),  # one kernel size of 2: no output phases in int8
+    ).eval()
+    example = torch.zeros(3, 2, 8, 6, 4)
+    voxels = 3 * 8 * 6 * 4  # the convolutions' outputs and the transposed convolution's inputs
+    as_written = voxels * 27 * 2 * 8 + voxels * 27 * 8 * 8 + voxels * 16 * 8 * 4
+    fp32 = runtime.OpenVINONetwork(layers, example)
+    assert fp32.multiply_adds() == fp32.multiply_adds(64) == as_written
+    # int8 leaves the first and the last convolution in float32 and quantizes the transposed convolution
+    int8 = runtime.OpenVINONetwork(layers, example, "int8", calibration=torch.randn(6, 2, 8, 6, 4))
+    assert int8.multiply_adds() == as_written
+    assert int8.multiply_adds(64) == as_written + voxels * 16 * (64 - 8) * 4
 
 
 @pytest.mark.skipif(
