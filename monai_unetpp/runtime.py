@@ -252,6 +252,11 @@ def _border_terms(
     return inner.clone(), terms
 
 
+def _rounded_up(channels: int, block: int) -> int:
+    """``channels`` rounded up to a multiple of ``block``: what kernels that read channels in blocks compute."""
+    return -(-channels // block) * block
+
+
 def _folding_pays_in_graph(
     below_channels: int, skip_channels: int, channels: int, kernel_size: list[int], scale: list[int], block: int
 ) -> bool:
@@ -264,9 +269,7 @@ def _folding_pays_in_graph(
     convolution (``(s + k - 1) / s`` taps per axis). The folded kernel is a constant of the graph: its cost, which
     the eager decision (``UpsamplingFold.applies``) counts per call, is not counted."""
 
-    def padded(width: int) -> int:
-        return -(-width // block) * block
-
+    padded = functools.partial(_rounded_up, block=block)
     taps = math.prod(kernel_size)
     folded_taps = math.prod(s + k - 1 for s, k in zip(scale, kernel_size, strict=True)) / math.prod(scale)
     plain = padded(skip_channels + channels) * channels * taps + padded(below_channels) * channels
@@ -780,7 +783,7 @@ class OpenVINONetwork:
             else:  # weight (in, out, *kernel), per input voxel
                 inputs, outputs, voxels = weight[0], weight[1], list(op.get_input_shape(0))
             if _has_8_bit_weights(op):
-                inputs = -(-inputs // int8_channel_block) * int8_channel_block
+                inputs = _rounded_up(inputs, int8_channel_block)
             total += math.prod(voxels[:1] + voxels[2:]) * math.prod(weight[2:]) * inputs * outputs
         return total
 
