@@ -145,6 +145,35 @@ def test_inference_backend_from_conf_and_request(radiology):
     assert status == 422 and "precision='int8' runs in OpenVINO only" in error_detail(body), body
 
 
+def test_a_bad_inference_mode_or_depth_is_answered_with_an_error_naming_it(radiology):
+    server, _, _, tmp = radiology
+    bad = {
+        "inference_mode": ("fast", "inference_mode must be one of ['final', 'mean'], got 'fast'"),
+        "inference_depth": (7, "inference_depth must be in 1..2 for this network, got 7"),
+    }
+    for option, (value, message) in bad.items():
+        status, body = server.infer_response(MODEL, "img1", params={option: value})
+        assert status == 422 and message in error_detail(body), (option, status, body[:300])
+    status, body = server.infer_response(MODEL, "img1", params={"inference_depth": "two"})
+    assert status == 422 and "inference_depth must be a whole number >= 1, got 'two'" in error_detail(body), body
+    # a network trained without deep supervision has no mean mode and no pruning: the request is told so
+    probe = (
+        "from monai_unetpp.label import UNetPlusPlusSegmentation as S\n"
+        "s = S()\n"
+        "s.init('m', 'model', {'unetpp_deep_supervision': 'false', 'unetpp_features': '[4,8,16]', "
+        "'unetpp_roi_size': '[16,16,16]'}, None)\n"
+        "t = s.infer()\n"
+        "for params in ({'inference_mode': 'mean'}, {'inference_depth': 1}):\n"
+        "    try:\n"
+        "        t.inferer(params)\n"
+        "    except Exception as error:\n"
+        "        print(type(error).__name__, error.status_code, error)\n"
+    )
+    printed = run_in_venv(["-c", probe], tmp).splitlines()
+    assert printed[0].startswith("RequestError 422 inference_mode='mean' averages the deep-supervision heads"), printed
+    assert printed[1].startswith("RequestError 422 inference_depth=1 needs a head on X^(0,1)"), printed
+
+
 def test_a_truncated_image_is_answered_with_an_error_naming_it(radiology):
     server, _, studies, _ = radiology
     status, body = server.infer_response(MODEL, "broken")

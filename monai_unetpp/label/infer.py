@@ -176,16 +176,24 @@ class UNetPlusPlusInferTask(BasicInferTask):
     def inferer(self, data: dict | None = None) -> Inferer:
         config = self.config()
         try:
+            # the mode and depth are checked against this network here, not when the windows run: a request's
+            # bad value is then answered with HTTP 422 naming it, not with a bare 500
+            inference_mode = self.network.check_inference_mode(
+                str(_request_value(data, "inference_mode", config["inference_mode"]))
+            )
+            inference_depth = self.network.check_inference_depth(
+                _positive_int(_request_depth(data, config["inference_depth"]), "inference_depth")
+            )
             return UNetPlusPlusInferer(
                 roi_size=self.roi_size,
                 sw_batch_size=_positive_int(_request_value(data, "sw_batch_size", self.sw_batch_size), "sw_batch_size"),
                 overlap=float(_request_value(data, "sw_overlap", self.overlap)),
-                inference_mode=str(_request_value(data, "inference_mode", config["inference_mode"])),
-                inference_depth=int(_request_depth(data, config["inference_depth"])),
+                inference_mode=inference_mode,
+                inference_depth=inference_depth,
                 backend=str(_request_value(data, "inference_backend", config["inference_backend"])),
                 precision=str(_request_value(data, "inference_precision", config["inference_precision"])),
             )
-        except ValueError as error:  # an unknown backend or precision sent with the request
+        except ValueError as error:  # a bad option sent with the request
             raise RequestError(str(error)) from error
 
     def inverse_transforms(self, data: dict | None = None) -> Sequence[Callable]:
