@@ -10,9 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from conftest import BUNDLE_3D
+from conftest import BUNDLE_2D, BUNDLE_3D
 from monai.bundle import ConfigParser, run
 
+from monai_unetpp.data import make_demo_dataset
 from monai_unetpp.plan import make_plan, predict_training_memory, rules
 from monai_unetpp.plan.__main__ import main
 from monai_unetpp.plan.synthetic import make_synthetic_dataset
@@ -166,6 +167,26 @@ def test_one_epoch_trains_with_the_plan_as_the_only_extra_config(planned, name, 
         )
         seg = nib.load(tmp_path / "eval" / image.name.replace(".nii.gz", "_seg.nii.gz"))
         assert seg.shape == nib.load(image).shape
+
+
+def test_a_2d_dataset_is_planned_for_the_2d_bundle_and_trains(tmp_path):
+    # 2D NIfTI images: DataAnalyzer gives their spacing three entries (of the affine), their shape two
+    data = make_demo_dataset(tmp_path / "data", spatial_dims=2, num_cases=4, num_test=1, shape=(48, 48))
+    plan = tmp_path / "plan.yaml"
+    assert main([str(data), "--out", str(plan), "--spatial-dims", "2", *TINY]) == 0
+    fragment = yaml.safe_load(plan.read_text())
+    assert fragment["spacing"] == pytest.approx([0.8, 0.8]) and len(fragment["patch_size"]) == 2
+    assert all(len(s) == 2 for s in fragment["strides"]) and all(len(k) == 2 for k in fragment["kernel_size"])
+    run(
+        config_file=[str(BUNDLE_2D / "configs" / "train.json"), str(plan)],
+        meta_file=str(BUNDLE_2D / "configs" / "metadata.json"),
+        bundle_root=str(tmp_path),
+        dataset_dir=str(data),
+        epochs=1,
+        num_workers=0,
+        progress_bar=False,
+    )
+    assert (tmp_path / "models" / "model.pt").is_file()
 
 
 def test_the_command_line_names_a_missing_dataset(tmp_path, capsys):

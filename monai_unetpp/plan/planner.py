@@ -303,12 +303,14 @@ def make_plan(
 
     # spacing and the shape of the median case there
     shapes, spacings = _cases(data_stats, summary, spatial_dims)
-    median_spacing = [float(s) for s in _get(summary, "image_stats", "spacing", "median")]
-    if len(median_spacing) != spatial_dims:
+    median_shape = [float(s) for s in _get(summary, "image_stats", "shape", "median")]
+    if len(median_shape) != spatial_dims:
         raise ValueError(
-            f"data_stats describe {len(median_spacing)}D images (spacing {median_spacing}), but spatial_dims="
-            f"{spatial_dims}; pass spatial_dims={len(median_spacing)} or fingerprint the intended images."
+            f"data_stats describe {len(median_shape)}D images (median shape {median_shape}), but spatial_dims="
+            f"{spatial_dims}; pass spatial_dims={len(median_shape)} or fingerprint the intended images."
         )
+    # the shape tells the images' dimensions: DataAnalyzer gives a 2D NIfTI's spacing three entries (of its affine)
+    median_spacing = [float(s) for s in _get(summary, "image_stats", "spacing", "median")][:spatial_dims]
     tenth = [float(s) for s in _get(summary, "image_stats", "spacing", "percentile_10_0")][:spatial_dims]
     shape_at_median = rules.median_shape(shapes, spacings, median_spacing)
     spacing = rules.target_spacing(median_spacing, tenth, shape_at_median)
