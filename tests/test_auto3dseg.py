@@ -211,6 +211,15 @@ def test_a_fold_is_a_monai_bundle(trained, monkeypatch):
     assert nib.load(segmentations[0]).shape == SHAPE
 
 
+def test_widths_of_another_depth_than_the_plan_are_refused_before_training(generated, tmp_path):
+    algo_dir = tmp_path / "unetpp_0"
+    shutil.copytree(generated["work"] / "unetpp_0", algo_dir)
+    levels = len(yaml.safe_load((algo_dir / "configs" / FRAGMENT).read_text())["strides"]) + 1
+    with pytest.raises(ValueError, match=f"has {levels - 1} widths, but the plan in .* has {levels} levels"):
+        run_training(algo_dir, features=list(TINY_WIDTHS[: levels - 1]), num_epochs=1)
+    assert not (algo_dir / "models" / "model.pt").exists()
+
+
 def test_training_command_layers_the_configs(generated):
     algo = import_bundle_algo_history(str(generated["work"]), only_trained=False)[0][AlgoKeys.ALGO]
     algo.device_setting.update({"n_devices": 1, "NUM_NODES": 1, "CMD_PREFIX": ""})

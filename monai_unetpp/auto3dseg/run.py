@@ -15,7 +15,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
 from .algo import inference_configs, training_configs
-from .generate import update_fragment
+from .generate import FRAGMENT, read_config_file, update_fragment
 from .params import bundle_ids
 
 __all__ = ["run_inference", "run_training"]
@@ -32,8 +32,25 @@ def _distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def _check_widths(algo_dir: Path, ids: dict[str, Any]) -> None:
+    """Widths given for a run need one entry per level of the fold's plan, unless the run sets its own strides or
+    kernel sizes: the plan's strides have one entry per downsampling."""
+    features = ids.get("features")
+    if not isinstance(features, (list, tuple)) or "strides" in ids or "kernel_size" in ids:
+        return
+    path = algo_dir / "configs" / FRAGMENT
+    strides = read_config_file(path, "the algorithm's config fragment").get("strides")
+    if isinstance(strides, list) and len(features) != len(strides) + 1:
+        raise ValueError(
+            f"parameter features={list(features)} has {len(features)} widths, but the plan in {path} has "
+            f"{len(strides) + 1} levels (strides {strides}); give {len(strides) + 1} widths, or set strides and "
+            "kernel_size as well (one entry per downsampling and one per level)."
+        )
+
+
 def _workflow(algo_dir: Path, files: Sequence[str], workflow_type: str, override: dict[str, Any]) -> ConfigWorkflow:
     ids = bundle_ids(override)
+    _check_widths(algo_dir, ids)
     ids.setdefault("bundle_root", str(algo_dir))
     configs = algo_dir / "configs"
     return ConfigWorkflow(
