@@ -215,6 +215,8 @@ def test_infer_returns_the_label_on_the_series_grid(pacs):
     np.testing.assert_allclose(label.GetSpacing(), series.GetSpacing(), atol=1e-4)
     # the second request read the series from MONAI Label's DICOMweb cache, which the guards allow
     assert any(p.endswith(f"{facts['series_uid']}.nii.gz") for p in facts["cache_files"]), facts["cache_files"]
+    # the datastore's listing is its cache: the series it downloaded, not the PACS
+    assert facts["datastore_objects"] == [facts["series_uid"]], facts["datastore_objects"]
     assert facts["present_values"], "the seeded network predicted background only"
 
 

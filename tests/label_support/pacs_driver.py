@@ -173,6 +173,7 @@ def scenario(work: Path, job: dict, facts: dict, processes: list[subprocess.Pope
         label, params = client.infer(job["model"], image_id, {})
         facts[f"label_{n}"] = str(Path(label).rename(work / f"label_{n}.nii.gz"))
     facts["cache_files"] = sorted(str(p.relative_to(work)) for p in (work / "dicom-cache").rglob("*.nii.gz"))
+    facts["datastore_objects"] = sorted(client.datastore().get("objects", {}))
 
     # a DICOM SEG of the prediction, as OHIF asks for it. MONAI Label pairs label_info with the values present in
     # the prediction by position (ascending), so it names those, as a viewer showing the prediction would.
