@@ -215,9 +215,14 @@ def test_widths_of_another_depth_than_the_plan_are_refused_before_training(gener
     algo_dir = tmp_path / "unetpp_0"
     shutil.copytree(generated["work"] / "unetpp_0", algo_dir)
     levels = len(yaml.safe_load((algo_dir / "configs" / FRAGMENT).read_text())["strides"]) + 1
+
+    def models() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in (algo_dir / "models").glob("*")}
+
+    before = models()
     with pytest.raises(ValueError, match=f"has {levels - 1} widths, but the plan in .* has {levels} levels"):
-        run_training(algo_dir, features=list(TINY_WIDTHS[: levels - 1]), num_epochs=1)
-    assert not (algo_dir / "models" / "model.pt").exists()
+        run_training(algo_dir, features=list(TINY_WIDTHS[: levels - 1]), num_epochs=1, overwrite=True)
+    assert models() == before
 
 
 def test_training_command_layers_the_configs(generated):
