@@ -16,7 +16,7 @@ from monai.bundle import ConfigParser
 from monai.data import NibabelReader
 from monai.transforms import LoadImaged
 
-from monai_unetpp.data import CorruptImageError, SimpleITKReader, check_image_data
+from monai_unetpp.data import CorruptImageError, SimpleITKReader, check_dataset, check_image_data, image_info
 from monai_unetpp.utils import keep_locale
 
 SPACING = (0.7, 0.9, 2.5)
@@ -261,3 +261,14 @@ def test_check_refuses_a_missing_data_file_and_a_bad_header(small_array, tmp_pat
     with pytest.raises(CorruptImageError, match="no NIfTI header"):
         check_image_data(tmp_path / "junk.nii")
     check_image_data(tmp_path / "notes.png")  # formats without a check pass unread
+
+
+@pytest.mark.parametrize("fmt", ["nii.gz", "nrrd", "dicom"])
+def test_the_dataset_checks_read_every_format(volume_files, fmt, tmp_path):
+    array, files = volume_files
+    info = image_info(files[fmt])
+    assert info.spatial_shape == array.shape and info.channels == 1
+    np.testing.assert_allclose(info.affine, _ras_affine(), atol=1e-4)
+    label = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image((array > 0).astype(np.uint8), _ras_affine()), label)
+    assert check_dataset([{"image": str(files[fmt]), "label": str(label)}], num_classes=2) is not None

@@ -84,7 +84,11 @@ def image_info(path: str | os.PathLike) -> ImageInfo:
 def _sitk_info(image: sitk.Image | sitk.ImageFileReader) -> ImageInfo:
     size = tuple(int(s) for s in image.GetSize())
     rank = min(len(size), 3)
-    channels = int(np.prod(size[rank:], dtype=int)) * int(image.GetNumberOfComponents())
+    # an image (a DICOM series, read whole) and a file's reader name their components differently
+    components = (
+        image.GetNumberOfComponentsPerPixel() if isinstance(image, sitk.Image) else image.GetNumberOfComponents()
+    )
+    channels = int(np.prod(size[rank:], dtype=int)) * int(components)
     return ImageInfo(size[:rank], channels, sitk_affine(image))
 
 
