@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from monai.inferers import SlidingWindowInferer
 
+from .networks.migration import heads_final_first
 from .networks.unetplusplus import reduce_heads
 from .runtime import AUTO, compiled_networks, openvino_window_runner, resolve_backend, torch_precision
 from .utils import unwrap_network
@@ -106,6 +107,13 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         if self.inference_depth is not None:
             settings["inference_depth"] = self.inference_depth
         net = unwrap_network(network)
+        depth = settings.get("inference_depth", getattr(net, "inference_depth", None))
+        if getattr(net, "training", False) and depth is not None and depth != getattr(net, "depth", depth):
+            raise ValueError(
+                f"inference_depth={depth} prunes in eval mode only: the {type(net).__name__} is in training mode, "
+                "where it returns every head (and runs dropout and batch norm as in training); call network.eval() "
+                "before inference."
+            )
         if settings and not hasattr(net, "inference_depth"):
             raise ValueError(
                 f"inference settings {settings} apply to a UNetPlusPlus (or its TorchScript), got "
@@ -156,7 +164,7 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
         def one_output(window: torch.Tensor, *a: Any, **kw: Any) -> torch.Tensor:
             with torch_precision(precision, window.device):
                 out = network(window, *a, **kw, **settings)
-            out = reduce_heads(list(out), mode) if isinstance(out, (list, tuple)) else out
+            out = reduce_heads(heads_final_first(network, out), mode) if isinstance(out, (list, tuple)) else out
             return out.float() if precision == "bf16" else out
 
         return super().__call__(inputs, one_output, *args, **kwargs)

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 
 from .networks.blocks import ConvNormAct
 from .networks.fast_paths import InstanceNorm, UpsamplingFold
+from .networks.migration import heads_final_first
 from .networks.unetplusplus import NestedNode, reduce_heads
 from .utils import unwrap_network
 
@@ -221,7 +222,9 @@ class _OneOutput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.network(x, **self.settings)
-        return reduce_heads(list(out), self.inference_mode) if isinstance(out, (list, tuple)) else out
+        if isinstance(out, (list, tuple)):
+            return reduce_heads(heads_final_first(self.network, out), self.inference_mode)
+        return out
 
 
 def _transposed(

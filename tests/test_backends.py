@@ -93,6 +93,17 @@ def test_openvino_gives_torch_label_maps_converts_once_and_again_after_training(
     assert not torch.equal(changed.argmax(1), out.argmax(1))
 
 
+def test_openvino_takes_monais_final_head_last(cache):
+    from monai.networks.nets import BasicUNetPlusPlus
+
+    torch.manual_seed(0)
+    monai_net = BasicUNetPlusPlus(3, 1, 2, features=(4, 4, 8, 16, 32, 4), deep_supervision=True).eval()
+    image = seeded(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        out = UNetPlusPlusInferer(roi_size=32, backend="openvino")(image, monai_net)
+        torch.testing.assert_close(out, monai_net(image)[-1], atol=1e-4, rtol=1e-4)
+
+
 def test_openvino_pools_as_the_network_where_the_window_does_not_divide(net):
     # 18 and 14 do not divide by the network's factor 4: its ceil-mode pooling keeps each axis's last voxels at
     # the level below, where floor mode (which the export takes for windows that divide) would drop them

@@ -9,9 +9,10 @@ from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import MeanDice, from_engine
 from monai.inferers import SimpleInferer, SlidingWindowInferer
+from monai.networks.nets import BasicUNetPlusPlus
 from monai.transforms import Activationsd, AsDiscreted, Compose
 
-from monai_unetpp import DeepSupervisionDiceCELoss, SelectHead, SelectHeadd, UNetPlusPlusInferer
+from monai_unetpp import DeepSupervisionDiceCELoss, SelectHead, SelectHeadd, UNetPlusPlusInferer, reduce_heads
 
 
 def synthetic_items(n: int, size: int = 16) -> list[dict]:
@@ -107,6 +108,24 @@ def test_inferer_stitches_one_buffer_and_rejects_foreign_networks():
             UNetPlusPlusInferer(roi_size=16, **settings)(torch.randn(1, 1, 16, 16, 16), net)
     with pytest.raises(ValueError, match="whole number"):
         UNetPlusPlusInferer(roi_size=16, inference_depth=1.7)
+
+
+def test_inferer_refuses_a_training_network_and_takes_monais_final_head_last():
+    # in training mode the network returns every head, whatever inference_depth says
+    training = tiny_net(depth=2).train()
+    with pytest.raises(ValueError, match="inference_depth=1 prunes in eval mode only.*call network.eval"):
+        UNetPlusPlusInferer(roi_size=16, inference_depth=1)(torch.randn(1, 1, 16, 16, 16), training)
+    training.inference_depth = 1
+    with pytest.raises(ValueError, match="inference_depth=1 prunes in eval mode only"):
+        UNetPlusPlusInferer(roi_size=16)(torch.randn(1, 1, 16, 16, 16), training)
+    # MONAI's BasicUNetPlusPlus lists its heads final last, in eval too
+    monai_net = BasicUNetPlusPlus(3, 1, 2, features=(4, 4, 8, 16, 32, 4), deep_supervision=True).eval()
+    image = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        heads = monai_net(image)
+        torch.testing.assert_close(UNetPlusPlusInferer(roi_size=32)(image, monai_net), heads[-1])
+    with pytest.raises(TypeError, match="got one Tensor"):
+        reduce_heads(heads[-1])
 
 
 def test_inferer_old_keyword_names_warn_and_still_work():

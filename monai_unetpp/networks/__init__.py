@@ -2,6 +2,7 @@ from .migration import (
     basic_unetplusplus_features,
     convert_basic_unetplusplus_state_dict,
     from_basic_unetplusplus,
+    heads_final_first,
     load_basic_unetplusplus,
 )
 from .unetplusplus import (
@@ -25,6 +26,7 @@ __all__ = [
     "basic_unetplusplus_features",
     "convert_basic_unetplusplus_state_dict",
     "from_basic_unetplusplus",
+    "heads_final_first",
     "load_basic_unetplusplus",
     "reduce_heads",
     "unetplusplus",

@@ -20,13 +20,16 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from monai.networks.nets import BasicUNetPlusPlus
 
+from ..utils import unwrap_network
 from .unetplusplus import UNetPlusPlus
 
 __all__ = [
     "basic_unetplusplus_features",
     "convert_basic_unetplusplus_state_dict",
     "from_basic_unetplusplus",
+    "heads_final_first",
     "load_basic_unetplusplus",
 ]
 
@@ -34,6 +37,13 @@ _DEPTH = 4  # BasicUNetPlusPlus has five levels
 _ENCODER = re.compile(r"^conv_(\d)_0\.(?:convs\.)?(.+)$")
 _DECODER = re.compile(r"^upcat_(\d)_(\d)\.(upsample|convs)\.(.+)$")
 _HEAD = re.compile(r"^final_conv_0_(\d)\.(weight|bias)$")
+
+
+def heads_final_first(network: Any, heads: Any) -> list[torch.Tensor]:
+    """``network``'s list of head outputs, final first: MONAI's deep-supervision contract (``SegResNetDS``) and
+    ours. MONAI's ``BasicUNetPlusPlus`` lists its heads final last, in eval too, so its list is reversed."""
+    heads = list(heads)
+    return heads[::-1] if isinstance(unwrap_network(network), BasicUNetPlusPlus) else heads
 
 
 def basic_unetplusplus_features(features: Any) -> tuple[int, ...]:

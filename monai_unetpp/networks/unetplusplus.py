@@ -65,6 +65,11 @@ def reduce_heads(heads: list[torch.Tensor], inference_mode: str = "final") -> to
     for ``"mean"`` (see :data:`INFERENCE_MODES`)."""
     if not torch.jit.is_scripting():
         _check_mode_name(inference_mode)  # the network's scripted forward has checked its own
+        if isinstance(heads, torch.Tensor):
+            raise TypeError(
+                "reduce_heads takes a list of head outputs, got one Tensor: that is already a single output (a "
+                "network's output in eval mode); use it as it is."
+            )
     if len(heads) == 0:
         raise ValueError("reduce_heads got no heads; pass the network's list of head outputs.")
     if inference_mode == "final" or len(heads) == 1:
