@@ -43,6 +43,24 @@ def test_the_converted_network_computes_monais_outputs(spatial_dims, upsample):
         torch.testing.assert_close(ours(x, inference_mode="mean"), mean_ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "act, norm",
+    [
+        (("elu", {"alpha": 0.5}), ("instance", {"eps": 0.5, "affine": True})),
+        (("gelu", {"approximate": "tanh"}), ("batch", {"eps": 0.5, "momentum": 0.5})),
+        (("prelu", {"init": 0.1}), ("group", {"num_groups": 2, "eps": 0.5})),
+    ],
+)
+def test_every_layer_argument_is_carried_over(act, norm):
+    reference = monai_network(3, act=act, norm=norm, deep_supervision=True)
+    ours = UNetPlusPlus.from_basic_unetplusplus(reference)
+    x = seeded(*SHAPES[3])
+    heads, heads_ref = ours.train()(x), reference.train()(x)  # batch norm's momentum updates the running stats
+    torch.testing.assert_close(heads[0], heads_ref[-1], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), reference.eval()(x)[-1], rtol=1e-4, atol=1e-5)
+
+
 def test_without_deep_supervision_only_the_final_head_is_kept():
     reference = monai_network(2, deep_supervision=False, act="relu", norm="batch", dropout=0.1)
     ours = UNetPlusPlus.from_basic_unetplusplus(reference.eval())

@@ -171,6 +171,36 @@ def load_basic_unetplusplus(
     return net
 
 
+def _act_spec(act: nn.Module) -> tuple[str, dict[str, Any]]:
+    """MONAI's ``act`` spec, with every argument, that builds a module computing what ``act`` computes."""
+    if isinstance(act, nn.LeakyReLU):
+        return "leakyrelu", {"negative_slope": act.negative_slope, "inplace": act.inplace}
+    if isinstance(act, nn.PReLU):
+        return "prelu", {"num_parameters": act.num_parameters}
+    if isinstance(act, nn.GELU):
+        return "gelu", {"approximate": act.approximate}
+    if isinstance(act, nn.ELU):
+        return "elu", {"alpha": act.alpha, "inplace": act.inplace}
+    if type(act) in (nn.ReLU, nn.SELU):
+        return ("relu" if type(act) is nn.ReLU else "selu"), {"inplace": act.inplace}
+    raise ValueError(f"cannot read the activation {act!r}; pass act= as MONAI's network was built with.")
+
+
+def _norm_spec(norm: nn.Module) -> tuple[str, dict[str, Any]]:
+    """MONAI's ``norm`` spec, with every argument, of ``norm``."""
+    if isinstance(norm, (nn.modules.instancenorm._InstanceNorm, nn.modules.batchnorm._BatchNorm)):
+        name = "instance" if isinstance(norm, nn.modules.instancenorm._InstanceNorm) else "batch"
+        return name, {
+            "eps": norm.eps,
+            "momentum": norm.momentum,
+            "affine": norm.affine,
+            "track_running_stats": norm.track_running_stats,
+        }
+    if isinstance(norm, nn.GroupNorm):
+        return "group", {"num_groups": norm.num_groups, "eps": norm.eps, "affine": norm.affine}
+    raise ValueError(f"cannot read the normalisation {norm!r}; pass norm= as MONAI's network was built with.")
+
+
 def _layer_args(net: nn.Module) -> dict[str, Any]:
     """The ``act``, ``norm``, ``dropout``, ``bias`` and ``upsample`` a built ``BasicUNetPlusPlus`` was made with,
     read from its first block and its first upsampling."""
@@ -178,24 +208,9 @@ def _layer_args(net: nn.Module) -> dict[str, Any]:
     adn = block.adn
     args: dict[str, Any] = {"bias": block.conv.bias is not None, "act": None, "norm": None, "dropout": 0.0}
     if hasattr(adn, "A"):
-        act = adn.A
-        known = {nn.ReLU: "relu", nn.PReLU: "prelu", nn.GELU: "gelu", nn.ELU: "elu", nn.SELU: "selu"}
-        if isinstance(act, nn.LeakyReLU):
-            args["act"] = ("leakyrelu", {"negative_slope": act.negative_slope, "inplace": act.inplace})
-        elif type(act) in known:
-            args["act"] = known[type(act)]
-        else:
-            raise ValueError(f"cannot read the activation {act!r}; pass act= as MONAI's network was built with.")
+        args["act"] = _act_spec(adn.A)
     if hasattr(adn, "N"):
-        norm = adn.N
-        if isinstance(norm, nn.modules.instancenorm._InstanceNorm):
-            args["norm"] = ("instance", {"affine": norm.affine, "track_running_stats": norm.track_running_stats})
-        elif isinstance(norm, nn.modules.batchnorm._BatchNorm):
-            args["norm"] = ("batch", {"affine": norm.affine, "track_running_stats": norm.track_running_stats})
-        elif isinstance(norm, nn.GroupNorm):
-            args["norm"] = ("group", {"num_groups": norm.num_groups, "affine": norm.affine})
-        else:
-            raise ValueError(f"cannot read the normalisation {norm!r}; pass norm= as MONAI's network was built with.")
+        args["norm"] = _norm_spec(adn.N)
     if hasattr(adn, "D"):
         args["dropout"] = float(adn.D.p)
     upsample = dict(net.upcat_0_1.upsample.named_children())
