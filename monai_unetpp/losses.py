@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 
+from .utils import to_bool
+
 __all__ = ["DeepSupervisionDiceCELoss"]
 
 _NAME = "DeepSupervisionDiceCELoss"
@@ -75,6 +77,8 @@ class DeepSupervisionDiceCELoss(DeepSupervisionLoss):
     ) -> None:
         if weight_mode not in ("exp", "same", "two"):
             raise ValueError(f"weight_mode must be 'exp', 'same' or 'two', got {weight_mode!r}.")
+        binary = to_bool(binary, "binary")
+        check_labels = to_bool(check_labels, "check_labels")
         if binary:
             defaults = {"sigmoid": True, "lambda_dice": 1.0, "lambda_ce": 0.5}
         else:

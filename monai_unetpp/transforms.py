@@ -16,6 +16,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityRanged, Spacingd, Transform
 
 from .networks.unetplusplus import reduce_heads
+from .utils import to_bool
 
 __all__ = [
     "IntensityMixtureRefined",
@@ -227,7 +228,7 @@ class MaskOutsideInputd(MapTransform):
         self.source_key = source_key
         self.margin = margin
         self.background = background
-        self.remove_source = remove_source
+        self.remove_source = to_bool(remove_source, "remove_source")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils import to_bool
 from .checks import DatasetError, check_dataset, demo_settings_hint
 from .demo import make_demo_dataset
 from .readers import SIMPLEITK_SUFFIXES
@@ -113,7 +114,7 @@ def prepare_dataset(
     if unknown:
         raise ValueError(f"require names splits {unknown}; the splits are {list(SPLITS)}.")
     if _find_datalist(datalist, root) is None and _is_missing_or_empty(root):
-        if not demo:
+        if not to_bool(demo, "demo"):
             state = "is an empty folder" if root.exists() else "does not exist"
             raise DatasetError(
                 f"dataset_dir {root} {state}: there is no dataset to read. Check the path (bundles: --dataset_dir), "

@@ -23,6 +23,8 @@ from monai.data.image_reader import _copy_compatible_dict, _stack_images
 from monai.data.utils import is_supported_format, orientation_ras_lps
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
+from ..utils import to_bool
+
 __all__ = [
     "CHECKED_SUFFIXES",
     "CorruptImageError",
@@ -497,9 +499,9 @@ class SimpleITKReader(ImageReader):
         super().__init__()
         self.channel_dim = float("nan") if channel_dim == "no_channel" else channel_dim
         self.series_name = series_name
-        self.reverse_indexing = reverse_indexing
-        self.series_meta = series_meta
-        self.affine_lps_to_ras = affine_lps_to_ras
+        self.reverse_indexing = to_bool(reverse_indexing, "reverse_indexing")
+        self.series_meta = to_bool(series_meta, "series_meta")
+        self.affine_lps_to_ras = to_bool(affine_lps_to_ras, "affine_lps_to_ras")
         self.check_data = check_data
         self.kwargs = kwargs
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from monai.networks.nets import BasicUNetPlusPlus
 
-from ..utils import unwrap_network
+from ..utils import to_bool, unwrap_network
 from .unetplusplus import UNetPlusPlus
 
 __all__ = [
@@ -116,6 +116,7 @@ def convert_basic_unetplusplus_state_dict(
             heads; without deep supervision only the final one (``final_conv_0_4``) is kept.
     """
     state = _state_dict_of(checkpoint)
+    deep_supervision = to_bool(deep_supervision, "deep_supervision")
     converted = {}
     for key, value in state.items():
         ours = _our_key(key, deep_supervision)
@@ -138,6 +139,13 @@ def load_basic_unetplusplus(
         >>> net = load_basic_unetplusplus("models/model.pt", deep_supervision=True)
         >>> net = load_basic_unetplusplus(torch.load("ckpt.pt")["model"], norm="batch", upsample="nontrainable")
     """
+    read = sorted({"spatial_dims", "in_channels", "out_channels", "features"} & set(network_args))
+    if read:
+        raise ValueError(
+            f"{', '.join(read)} are read from the weights of MONAI's network and cannot be given; drop "
+            f"{'it' if len(read) == 1 else 'them'}."
+        )
+    deep_supervision = to_bool(deep_supervision, "deep_supervision")
     state = _state_dict_of(checkpoint)
     first = state["conv_0_0.conv_0.conv.weight"]
     top = state["upcat_0_4.convs.conv_0.conv.weight"]
@@ -237,5 +245,6 @@ def from_basic_unetplusplus(net: nn.Module, **network_args: Any) -> UNetPlusPlus
     if not all(hasattr(net, name) for name in ("conv_0_0", "upcat_0_4", "final_conv_0_4")):
         raise ValueError(f"expected a monai.networks.nets.BasicUNetPlusPlus, got {type(net).__name__}.")
     args = {**_layer_args(net), **network_args}
-    ours = load_basic_unetplusplus(net.state_dict(), deep_supervision=bool(net.deep_supervision), **args)
+    deep_supervision = args.pop("deep_supervision", bool(net.deep_supervision))
+    ours = load_basic_unetplusplus(net.state_dict(), deep_supervision=deep_supervision, **args)
     return ours.train(net.training)

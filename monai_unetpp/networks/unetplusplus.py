@@ -10,6 +10,7 @@ https://arxiv.org/abs/1912.05074, for pruning).
 from __future__ import annotations
 
 import copy
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from monai.networks.layers.factories import Conv, Pool, split_args
 from monai.utils import convert_to_dst_type
 from torch.utils.checkpoint import checkpoint
 
+from ..utils import to_bool
 from .blocks import ConvBlock
 from .fast_paths import UpsamplingFold, switch
 
@@ -410,8 +412,13 @@ class UNetPlusPlus(nn.Module):
         strides: Sequence[int | Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2, 3):
-            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
+        if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
+        # a command line or a config may give a flag as the string "false", which is truthy
+        deep_supervision = to_bool(deep_supervision, "deep_supervision")
+        bias = to_bool(bias, "bias")
+        align_corners = to_bool(align_corners, "align_corners")
+        checkpointing = to_bool(checkpointing, "checkpointing")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive whole number of channels, got {value!r}.")
@@ -421,13 +428,15 @@ class UNetPlusPlus(nn.Module):
                 f"{DEFAULT_FEATURES}; got {features!r}. (MONAI's BasicUNetPlusPlus repeats a single width six times: "
                 "see UNetPlusPlus.from_basic_unetplusplus to migrate.)"
             )
+        if any(isinstance(f, bool) or not isinstance(f, numbers.Integral) for f in features):
+            raise ValueError(f"features must be whole numbers of channels, one per level, got {tuple(features)!r}.")
         features = tuple(int(f) for f in features)
         if len(features) < 2 or min(features) < 1:
             raise ValueError(
                 f"features needs at least two positive widths (one per level; depth = len(features) - 1), "
                 f"got {features}."
             )
-        if len(features) > 2 and features[-1] < features[-2] and features[-1] <= features[0]:
+        if len(features) > 2 and features[-1] < features[-2]:
             warnings.warn(
                 f"features={features} narrows at the deepest level, as MONAI's BasicUNetPlusPlus features do, whose "
                 "last entry is the top node's width, not a level: here it builds a level of its own "

@@ -55,6 +55,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..utils import to_bool
+
 __all__ = [
     "HEAD_TENSORS",
     "MemoryEstimate",
@@ -193,6 +195,8 @@ def predict_training_memory(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    checkpointing = to_bool(checkpointing, "checkpointing")
+    deep_supervision = to_bool(deep_supervision, "deep_supervision")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     dims = len(patch_size)

@@ -1,0 +1,76 @@
+"""Flags as a command line gives them: Python Fire passes ``--flag false`` as the string ``"false"``, which is
+truthy. Every public flag reads ``"true"``/``"false"`` as booleans and refuses other strings, naming the argument."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from monai.networks.nets import BasicUNetPlusPlus
+
+from monai_unetpp import DeepSupervisionDiceCELoss, UNetPlusPlus
+from monai_unetpp.data import SimpleITKReader, prepare_dataset
+from monai_unetpp.networks import load_basic_unetplusplus
+from monai_unetpp.plan import predict_training_memory
+from monai_unetpp.transforms import MaskOutsideInputd
+
+TINY = {"spatial_dims": 3, "features": (4, 8, 16)}
+
+
+def test_the_network_reads_its_flags_from_strings():
+    net = UNetPlusPlus(**TINY, deep_supervision="false", bias="false", checkpointing="false", align_corners="false")
+    assert (net.deep_supervision, len(net.heads)) == (False, 1)
+    assert all(m.bias is None for m in net.modules() if isinstance(m, torch.nn.Conv3d) and m not in net.heads)
+    assert isinstance(net.train()(torch.randn(1, 1, 16, 16, 16)), torch.Tensor)  # one head: no list
+    assert len(UNetPlusPlus(**TINY, deep_supervision="true").heads) == 2
+    with pytest.raises(ValueError, match="deep_supervision must be true or false, got 'maybe'"):
+        UNetPlusPlus(**TINY, deep_supervision="maybe")
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"features": (4.7, 8, 16)}, r"features must be whole numbers of channels, one per level, got \(4.7, 8, 16\)"),
+        ({"features": (True, 8)}, "features must be whole numbers"),
+        ({"spatial_dims": True}, "spatial_dims must be 1, 2 or 3, got True"),
+        ({"spatial_dims": "3"}, "spatial_dims must be 1, 2 or 3, got '3'"),
+    ],
+)
+def test_the_network_refuses_widths_and_dimensions_that_are_no_whole_numbers(bad, message):
+    with pytest.raises(ValueError, match=message):
+        UNetPlusPlus(**{**TINY, **bad})
+
+
+def test_monais_six_widths_warn_whatever_the_top_width():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        UNetPlusPlus(3, 1, 2, features=(4, 8, 16, 32, 64, 8))
+    assert any("narrows at the deepest level" in str(w.message) for w in caught)
+
+
+def test_losses_transforms_readers_and_the_planner_read_their_flags_from_strings():
+    assert DeepSupervisionDiceCELoss(binary="false", check_labels="false").binary is False
+    assert MaskOutsideInputd("pred", "image", remove_source="false").remove_source is False
+    reader = SimpleITKReader(reverse_indexing="false", series_meta="true", affine_lps_to_ras="true")
+    assert (reader.reverse_indexing, reader.series_meta, reader.affine_lps_to_ras) == (False, True, True)
+    one_head = predict_training_memory([16, 16, 16], 2, [4, 8, 16], deep_supervision="false").gib()
+    assert one_head == predict_training_memory([16, 16, 16], 2, [4, 8, 16], deep_supervision=False).gib()
+    assert one_head < predict_training_memory([16, 16, 16], 2, [4, 8, 16], deep_supervision="true").gib()
+    with pytest.raises(ValueError, match="binary must be true or false"):
+        DeepSupervisionDiceCELoss(binary="sigmoid")
+
+
+def test_migration_reads_deep_supervision_from_a_string():
+    monai_net = BasicUNetPlusPlus(3, features=(4, 4, 8, 16, 32, 4), deep_supervision=True)
+    assert len(load_basic_unetplusplus(monai_net.state_dict(), deep_supervision="false").heads) == 1
+    assert len(UNetPlusPlus.from_basic_unetplusplus(monai_net, deep_supervision=False).heads) == 1
+    with pytest.raises(ValueError, match="features are read from the weights"):
+        UNetPlusPlus.from_basic_unetplusplus(monai_net, features=(4, 8))
+
+
+def test_demo_false_as_a_string_writes_no_demo_data_into_a_missing_folder(tmp_path):
+    missing = tmp_path / "mistyped"
+    with pytest.raises(Exception, match="demo=True"):
+        prepare_dataset(missing, demo="false")
+    assert not missing.exists()
