@@ -88,8 +88,14 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
                 else:
                     inference_depth = value if inference_depth is None else inference_depth
         if inference_depth is not None:
-            if isinstance(inference_depth, bool) or int(inference_depth) != inference_depth:
-                raise ValueError(f"inference_depth must be a whole number or None, got {inference_depth!r}.")
+            try:
+                whole = not isinstance(inference_depth, bool) and int(inference_depth) == inference_depth
+            except (TypeError, ValueError):
+                whole = False
+            if not whole:
+                raise ValueError(
+                    f"inference_depth must be a whole number, or None for the network's own, got {inference_depth!r}."
+                )
             inference_depth = int(inference_depth)
         super().__init__(roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=blend_mode, **kwargs)
         self.inference_mode = inference_mode

@@ -181,6 +181,8 @@ def resolve_backend(backend: str, precision: str, device: str = "cpu") -> tuple[
 
 def torch_precision(precision: str, device: torch.device) -> Any:
     """The context a PyTorch forward runs in for ``precision``: bf16 autocast on ``device``'s type, or nothing."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision in PyTorch must be 'fp32' or 'bf16', got {precision!r}.")
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()

@@ -41,14 +41,14 @@ class SelectHead(Transform):
     """
 
     def __init__(self, index: int | str = 0) -> None:
-        if not (isinstance(index, int) or index == "mean"):
+        if isinstance(index, bool) or not (isinstance(index, int) or index == "mean"):
             raise ValueError(f"index must be a head index (0 = final head) or 'mean', got {index!r}.")
         self.index = index
 
     def __call__(self, heads: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         if isinstance(heads, torch.Tensor):
             return heads
-        if not isinstance(heads, Sequence) or len(heads) == 0:
+        if isinstance(heads, str) or not isinstance(heads, Sequence) or len(heads) == 0:
             raise ValueError(f"expected a Tensor or a non-empty list of head Tensors, got {type(heads).__name__}.")
         if self.index == "mean":
             return reduce_heads(list(heads), "mean")
@@ -110,12 +110,15 @@ def scale_intensity(intensity_range: Sequence[float] | None, keys: KeysCollectio
     """
     if intensity_range is None:
         return NormalizeIntensityd(keys=keys)
-    if len(intensity_range) != 2 or not intensity_range[0] < intensity_range[1]:
+    try:
+        a_min, a_max = (float(v) for v in intensity_range)
+    except (TypeError, ValueError):
+        a_min = a_max = float("nan")
+    if not a_min < a_max:
         raise ValueError(
-            f"intensity_range must be (a_min, a_max) with a_min < a_max, got {intensity_range}; "
+            f"intensity_range must be two numbers (a_min, a_max) with a_min < a_max, got {intensity_range!r}; "
             "use None for z-score normalisation."
         )
-    a_min, a_max = (float(v) for v in intensity_range)
     return ScaleIntensityRanged(keys=keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
 
 

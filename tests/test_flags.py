@@ -9,11 +9,12 @@ import pytest
 import torch
 from monai.networks.nets import BasicUNetPlusPlus
 
-from monai_unetpp import DeepSupervisionDiceCELoss, UNetPlusPlus
+from monai_unetpp import DeepSupervisionDiceCELoss, SelectHead, UNetPlusPlus, UNetPlusPlusInferer
 from monai_unetpp.data import SimpleITKReader, prepare_dataset
 from monai_unetpp.networks import load_basic_unetplusplus
 from monai_unetpp.plan import predict_training_memory
-from monai_unetpp.transforms import MaskOutsideInputd
+from monai_unetpp.runtime import torch_precision
+from monai_unetpp.transforms import MaskOutsideInputd, scale_intensity
 
 TINY = {"spatial_dims": 3, "features": (4, 8, 16)}
 
@@ -74,3 +75,22 @@ def test_demo_false_as_a_string_writes_no_demo_data_into_a_missing_folder(tmp_pa
     with pytest.raises(Exception, match="demo=True"):
         prepare_dataset(missing, demo="false")
     assert not missing.exists()
+
+
+def test_depths_and_modes_given_as_strings_or_twice_are_refused_by_name():
+    net = UNetPlusPlus(**TINY, deep_supervision=True).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with pytest.raises(ValueError, match="inference_depth must be a whole number in 1..2 for this network, got '1'"):
+        net(x, inference_depth="1")
+    with pytest.raises(ValueError, match=r"got inference_depth=1 and the deprecated forward\(depth=...\) with 2"):
+        with pytest.warns(DeprecationWarning):
+            net(x, inference_depth=1, depth=2)
+    with pytest.raises(ValueError, match="inference_depth must be a whole number, or None .* got 'null'"):
+        UNetPlusPlusInferer(roi_size=16, inference_depth="null")
+    with pytest.raises(ValueError, match=r"intensity_range must be two numbers .* got \('1000', '200'\)"):
+        scale_intensity(("1000", "200"))
+    assert scale_intensity(("50", "100")).scaler.a_min == 50.0
+    with pytest.raises(ValueError, match="index must be a head index"):
+        SelectHead(True)
+    with pytest.raises(ValueError, match="precision in PyTorch must be 'fp32' or 'bf16', got 'fp16'"):
+        torch_precision("fp16", torch.device("cpu"))

@@ -96,8 +96,19 @@ def _renamed(old: str, old_value: Any, new: str, new_value: Any) -> Any:
 
 
 @torch.jit.unused
-def _warn_renamed(old: str, new: str) -> None:
+def _warn_renamed(old: str, new: str, old_value: Any = None, new_value: Any = None) -> None:
+    """Warn of a deprecated argument name; refuse it beside its new name with another value."""
     warnings.warn(f"{old} is deprecated: use {new}= (the old name goes in the next release).", DeprecationWarning, 3)
+    if new_value is not None and old_value is not None and new_value != old_value:
+        raise ValueError(f"got {new}={new_value!r} and the deprecated {old} with {old_value!r}; pass {new} only.")
+
+
+@torch.jit.unused
+def _check_whole_depth(inference_depth: Any, depth: int) -> None:
+    if isinstance(inference_depth, bool) or not isinstance(inference_depth, int):
+        raise ValueError(
+            f"inference_depth must be a whole number in 1..{depth} for this network, got {inference_depth!r}."
+        )
 
 
 def _whole_number(name: str, value: Any) -> int:
@@ -374,7 +385,7 @@ class UNetPlusPlus(nn.Module):
 
         # pruned fast inference: UNet++ L2 of a network trained with deep supervision
         >>> net = UNetPlusPlus(3, 1, 3, features=(8, 16, 32, 64), deep_supervision=True).eval()
-        >>> y = net(torch.randn(1, 1, 40, 40, 40), depth=2)   # per call: only the nodes with i + j <= 2 run
+        >>> y = net(torch.randn(1, 1, 40, 40, 40), inference_depth=2)   # per call: only the nodes with i + j <= 2 run
         >>> small = net.pruned(2)                            # standalone copy with only the parameters it needs
 
         # anisotropic CT of 0.8 x 0.8 x 5 mm (axes x, y, z): pool z only from the third level on, as nnU-Net would
@@ -545,6 +556,8 @@ class UNetPlusPlus(nn.Module):
     def check_inference_depth(self, inference_depth: int) -> int:
         """``inference_depth`` if this network can run it (see :py:meth:`valid_inference_depths`), else a
         ValueError that says why."""
+        if not torch.jit.is_scripting():
+            _check_whole_depth(inference_depth, self.depth)
         if inference_depth not in self.valid_inference_depths():
             if 1 <= inference_depth <= self.depth:
                 raise ValueError(
@@ -696,14 +709,14 @@ class UNetPlusPlus(nn.Module):
             if torch.jit.is_scripting():
                 warnings.warn("forward(mode=...) is deprecated: use inference_mode=...", stacklevel=2)
             else:
-                _warn_renamed("forward(mode=...)", "inference_mode")
+                _warn_renamed("forward(mode=...)", "inference_mode", mode, inference_mode)
             if inference_mode is None:
                 inference_mode = mode
         if depth is not None:
             if torch.jit.is_scripting():
                 warnings.warn("forward(depth=...) is deprecated: use inference_depth=...", stacklevel=2)
             else:
-                _warn_renamed("forward(depth=...)", "inference_depth")
+                _warn_renamed("forward(depth=...)", "inference_depth", depth, inference_depth)
             if inference_depth is None:
                 inference_depth = depth
         self._check_input(x)
@@ -742,7 +755,7 @@ class UNetPlusPlus(nn.Module):
     def pruned(self, depth: int) -> UNetPlusPlus:
         """A standalone copy that holds only the nodes and heads of UNet++ L_depth, in eval mode.
 
-        The copy's ``depth`` is ``depth``, its output equals ``self(x, depth=depth)`` in eval mode, and its
+        The copy's ``depth`` is ``depth``, its output equals ``self(x, inference_depth=depth)`` in eval mode, and its
         ``state_dict`` is a subset of this network's (same keys), so it saves, scripts and exports on its own.
         """
         depth = self.check_inference_depth(_whole_number("depth", depth))
