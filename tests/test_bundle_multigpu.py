@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import BUNDLE_3D, TINY_BUNDLE
 
+from monai_unetpp.bundle import validation_sampler
 from monai_unetpp.data import make_demo_dataset
 
 CONFIGS = BUNDLE_3D / "configs"
@@ -60,3 +61,14 @@ def test_two_process_training_and_evaluation(tmp_path):
     torchrun(tmp_path, ["train.json", "evaluate.json", "multi_gpu_evaluate.json"])
     with open(tmp_path / "eval" / "metrics_per_class.csv", newline="") as f:
         assert [row["class"] for row in csv.DictReader(f)] == ["organ", "lesion"]
+
+
+def test_each_validation_image_counts_once_in_the_processes_mean():
+    def shares(count: int, world: int) -> list[list[int]]:
+        return [list(validation_sampler(range(count), num_replicas=world, rank=r)) for r in range(world)]
+
+    assert shares(3, 2) == [[0, 2], [1]]  # more images than processes: each image on one process
+    assert shares(1, 2) == [[0], [0]]  # one image, two processes: on both, the mean is still the image's
+    assert shares(2, 4) == [[0], [1], [0], [1]]
+    with pytest.raises(ValueError, match="holds 3 image.*fewer than the 4 processes.*--num_validation 4"):
+        validation_sampler(range(3), num_replicas=4, rank=0)

@@ -20,6 +20,7 @@ from .checkpoint import (
     collect_state,
     load_checkpoint,
 )
+from .distributed import validation_sampler
 from .handlers import ClassMetricsReport, ProgressBar
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "collect_state",
     "load_checkpoint",
     "to_bool",
+    "validation_sampler",
 ]
