@@ -18,6 +18,7 @@ from monai.handlers import CheckpointLoader
 
 from monai_unetpp.bundle import (
     BestCheckpointSaver,
+    CheckpointCheck,
     CheckpointError,
     CheckpointGuard,
     ClassMetricsReport,
@@ -338,7 +339,13 @@ def test_the_guard_refuses_to_replace_an_earlier_run_unless_told(tmp_path):
     with pytest.raises(CheckpointError) as raised:
         guarded_trainer(tmp_path).run([0], max_epochs=1)
     message = str(raised.value)
-    assert str(tmp_path / "model.pt") in message and "--resume true" in message and "--overwrite true" in message
+    # a model alone (a bundle as shipped) holds no training state: only a new run may replace it
+    assert str(tmp_path / "model.pt") in message and "--overwrite true" in message
+    assert "--resume true" not in message and "no training state to resume (last.ckpt)" in message
+    atomic_save({"trainer": {}}, tmp_path / "last.ckpt")
+    with pytest.raises(CheckpointError, match="Pass --resume true to continue that run.*or --overwrite true"):
+        guarded_trainer(tmp_path).run([0], max_epochs=1)
+    (tmp_path / "last.ckpt").unlink()
     assert not (tmp_path / "training.lock").exists()  # released on the way out
     for allowed in ({"resume": "true"}, {"overwrite": "true"}):
         guarded_trainer(tmp_path, **allowed).run([0], max_epochs=1)
@@ -362,3 +369,12 @@ def test_the_guard_releases_the_lock_and_keeps_ignites_exception_semantics(tmp_p
     assert not (tmp_path / "training.lock").exists()
     guarded_trainer(tmp_path).run([0], max_epochs=1)  # the folder is free again
     assert not (tmp_path / "training.lock").exists()
+
+
+def test_the_check_names_a_model_of_another_network_before_the_loader_runs(tmp_path):
+    atomic_save(tiny_net(depth=1).state_dict(), tmp_path / "model.pt")
+    CheckpointCheck(tmp_path / "model.pt", network=tiny_net(depth=1))(Engine(lambda e, b: None))
+    atomic_save({"model": tiny_net(depth=1).state_dict()}, tmp_path / "wrapped.pt")  # as the trainer saves it
+    CheckpointCheck(tmp_path / "wrapped.pt", network=tiny_net(depth=1))(Engine(lambda e, b: None))
+    with pytest.raises(CheckpointError, match=r"model.pt holds the weights of another network .* first encoder"):
+        CheckpointCheck(tmp_path / "model.pt", network=tiny_net(depth=2))(Engine(lambda e, b: None))

@@ -388,9 +388,10 @@ def _checkpoint_loader() -> list[dict[str, Any]]:
     return [
         {
             "_target_": "monai_unetpp.bundle.CheckpointCheck",
-            "_desc_": "before the CheckpointLoader: a missing, empty or truncated models/model.pt stops the run with "
-            "its name and the fix",
+            "_desc_": "before the CheckpointLoader: a missing, empty or truncated models/model.pt, or one of another "
+            "network than this config builds, stops the run with its name and the fix",
             "path": "$os.path.join(@ckpt_dir, 'model.pt')",
+            "network": "@network",
         },
         {
             "_target_": "monai.handlers.CheckpointLoader",
@@ -769,11 +770,13 @@ _FINALIZE = ["$dist.is_initialized() and dist.barrier()", "$dist.is_initialized(
 
 
 def _distributed_sampler(section: str, train: bool) -> dict[str, Any]:
+    if not train:  # each validation image counted once in the processes' mean metric
+        return {"_target_": "monai_unetpp.bundle.validation_sampler", "dataset": f"@{section}::dataset"}
     return {
         "_target_": "monai.data.DistributedSampler",
         "dataset": f"@{section}::dataset",
-        "even_divisible": train,
-        "shuffle": train,
+        "even_divisible": True,
+        "shuffle": True,
     }
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
@@ -147,7 +148,10 @@ def checked_checkpoint(path: str | os.PathLike, fix: str | None = None) -> str:
 
 class CheckpointCheck:
     """Ignite handler: when the engine starts, checks that ``path`` holds a loadable checkpoint
-    (:func:`checked_checkpoint`), so that a missing, empty or truncated file stops the run with its name and the fix.
+    (:func:`checked_checkpoint`), so that a missing, empty or truncated file stops the run with its name and the fix;
+    given the ``network``, also that the file's weights have its layers' shapes, so that a config that builds
+    another network (other widths, channels or classes than the model was trained with) stops with the file's name
+    and the first differing layer, not with PyTorch's list of every mismatch.
 
     List it just before MONAI's ``CheckpointLoader`` of the same file, which would report such a file as a bare
     ``EOFError`` or ``OSError: [Errno 22]`` without naming it. Handlers of one event run in the order in which they
@@ -156,23 +160,51 @@ class CheckpointCheck:
     Args:
         path: the checkpoint file.
         fix: what to do when it is missing or unreadable; None for the bundles' advice.
+        network: the network the file is loaded into, or None to check the file alone.
+        key: the checkpoint's entry of the network's weights, as in the ``CheckpointLoader``'s ``load_dict``; a file
+            without it holds the weights at its top level. Defaults to ``"model"``.
 
     Examples::
 
         "handlers": [
-            {"_target_": "monai_unetpp.bundle.CheckpointCheck", "path": "$os.path.join(@ckpt_dir, 'model.pt')"},
+            {"_target_": "monai_unetpp.bundle.CheckpointCheck", "path": "$os.path.join(@ckpt_dir, 'model.pt')",
+             "network": "@network"},
             {"_target_": "monai.handlers.CheckpointLoader", "load_path": ..., "load_dict": ...}, ...]
     """
 
-    def __init__(self, path: str | os.PathLike, fix: str | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, fix: str | None = None, network: nn.Module | None = None, key: str = "model"
+    ) -> None:
         self.path = Path(path)
         self.fix = fix
+        self.network = network
+        self.key = key
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        checked_checkpoint(self.path, self.fix)
+        state = load_checkpoint(self.path, _TRAIN_FIRST if self.fix is None else self.fix)
+        if self.network is None:
+            return
+        weights = state[self.key] if isinstance(state, Mapping) and self.key in state else state
+        expected = unwrap_network(self.network).state_dict()
+        if not isinstance(weights, Mapping):
+            raise CheckpointError(f"{self.path} holds no weights of a network (a {type(weights).__name__}).")
+        differing = [
+            f"{name}: {tuple(weights[name].shape)} in the file, {tuple(tensor.shape)} in this network"
+            for name, tensor in expected.items()
+            if name in weights and hasattr(weights[name], "shape") and weights[name].shape != tensor.shape
+        ]
+        missing = [name for name in expected if name not in weights]
+        if differing or missing:
+            first = differing[0] if differing else f"{missing[0]} is not in the file"
+            raise CheckpointError(
+                f"{self.path} holds the weights of another network than this config builds ({len(differing)} "
+                f"layers of other shapes, {len(missing)} missing; first {first}). Run with the configs and ids the "
+                "model was trained with (features, in_channels, the classes, the config fragments), or train a model "
+                "with these."
+            )
 
 
 def collect_state(save_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -409,8 +441,9 @@ class TrainingStateCheckpoint:
         """Restore ``save_dict`` and the trainer's counters from the file (called at ``STARTED`` with resume)."""
         if not self.path.is_file():
             raise FileNotFoundError(
-                f"resume is set but there is no training state at {self.path}; train once without resume, or point "
-                "the checkpoint folder (ckpt_dir) at a previous run."
+                f"resume is set but there is no training state at {self.path}; train without resume (with "
+                "--overwrite true where a model.pt is kept there, as in a bundle as shipped), or point the checkpoint "
+                "folder (ckpt_dir) at a previous run."
             )
         state = load_checkpoint(
             self.path,
@@ -692,11 +725,17 @@ class CheckpointGuard:
         if self._starts_from_model(engine):
             logger.info(f"this run starts from {existing[0]} and replaces {names} as it saves its own.")
             return
+        # the training state (the files after the model, last.ckpt) is what a resume continues
+        resumable = any((self.save_dir / name).exists() for name in self.filenames[1:])
+        resume = (
+            "Pass --resume true to continue that run (with --epochs N to train it longer), or --overwrite true"
+            if resumable
+            else f"It holds no training state to resume ({', '.join(self.filenames[1:])}): pass --overwrite true"
+        )
         raise CheckpointError(
             f"{names} already hold{'s' if len(existing) == 1 else ''} the results of an earlier training run, which "
-            "this run would replace. Pass --resume true to continue that run (with --epochs N to train it longer), "
-            "or --overwrite true to train a new model in its place; or give this run another folder (--ckpt_dir, or "
-            "--bundle_root)."
+            f"this run would replace. {resume} to train a new model in its place; or give this run another folder "
+            "(--ckpt_dir, or --bundle_root)."
         )
 
     def _remove_stale_temporaries(self) -> None:
