@@ -12,7 +12,7 @@ import torch
 from monai.inferers import SlidingWindowInferer
 
 from .networks.migration import heads_final_first
-from .networks.unetplusplus import reduce_heads
+from .networks.unetplusplus import INFERENCE_MODES, reduce_heads
 from .runtime import AUTO, compiled_networks, openvino_window_runner, resolve_backend, torch_precision
 from .utils import unwrap_network
 
@@ -87,6 +87,13 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
                     inference_mode = value if inference_mode is None else inference_mode
                 else:
                     inference_depth = value if inference_depth is None else inference_depth
+        if inference_mode is not None and inference_mode not in INFERENCE_MODES:
+            raise ValueError(
+                f"inference_mode must be one of {list(INFERENCE_MODES)} or None, got {inference_mode!r} (the blend "
+                "mode of the windows is blend_mode=..., as SlidingWindowInferer's mode=...)."
+            )
+        if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
+            raise ValueError(f"sw_batch_size must be a whole number of windows >= 1, got {sw_batch_size!r}.")
         if inference_depth is not None:
             try:
                 whole = not isinstance(inference_depth, bool) and int(inference_depth) == inference_depth

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss
@@ -87,7 +88,7 @@ class DeepSupervisionDiceCELoss(DeepSupervisionLoss):
         super().__init__(
             DiceCELoss(**options),
             weight_mode=weight_mode,
-            weights=None if weights is None else [float(w) for w in weights],
+            weights=None if weights is None else _weights(weights),
         )
         self.binary = binary
         self.index_labels = bool(options.get("to_onehot_y", False))
@@ -102,6 +103,12 @@ class DeepSupervisionDiceCELoss(DeepSupervisionLoss):
         heads = list(input) if isinstance(input, (list, tuple)) else [input]
         if not heads:
             raise ValueError(f"{_NAME} got an empty list of heads; pass the network's output.")
+        if self.weights is not None and len(self.weights) < len(heads):
+            # MONAI's DeepSupervisionLoss would fall back to weight_mode for every head
+            raise ValueError(
+                f"{_NAME} has {len(self.weights)} weights for {len(heads)} heads; give one weight per head, final "
+                "first, or weights=None for weight_mode."
+            )
         if self.check_labels:
             self._check_target(heads, target)
         return super().forward(input, target)
@@ -201,3 +208,16 @@ def _shown(values: torch.Tensor, limit: int = 6) -> str:
     unique = torch.unique(values.flatten()).tolist()
     text = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in unique[:limit])
     return text + (", ..." if len(unique) > limit else "")
+
+
+def _weights(weights: Any) -> list[float]:
+    """Per-head weights as floats, or a ValueError naming the argument."""
+    try:
+        values = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        values = []
+    if isinstance(weights, str) or not values or any(w < 0 for w in values):
+        raise ValueError(
+            f"weights must be a list of non-negative numbers, one per head (final first), got {weights!r}."
+        )
+    return values

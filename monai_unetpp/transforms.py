@@ -132,6 +132,8 @@ class SequentialLabelsd(MapTransform):
 
     def __init__(self, keys: KeysCollection, values: Sequence[int], allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
+        if isinstance(values, str) or any(isinstance(v, bool) or int(v) != v for v in values):
+            raise ValueError(f"values must be whole label values (0 is background), got {values!r}.")
         values = [int(v) for v in values]
         if not values or min(values) < 1 or len(set(values)) != len(values):
             raise ValueError(f"values must be distinct positive label values (0 is background), got {values}.")

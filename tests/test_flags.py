@@ -1,5 +1,6 @@
-"""Flags as a command line gives them: Python Fire passes ``--flag false`` as the string ``"false"``, which is
-truthy. Every public flag reads ``"true"``/``"false"`` as booleans and refuses other strings, naming the argument."""
+"""Arguments as a command line or a config gives them: Python Fire passes ``--flag false`` as the string
+``"false"``, which is truthy. Every public flag reads ``"true"``/``"false"`` as booleans and refuses other strings,
+and other values of the wrong kind are refused naming the argument, not taken silently."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from monai_unetpp.data import SimpleITKReader, prepare_dataset
 from monai_unetpp.networks import load_basic_unetplusplus
 from monai_unetpp.plan import predict_training_memory
 from monai_unetpp.runtime import torch_precision
-from monai_unetpp.transforms import MaskOutsideInputd, scale_intensity
+from monai_unetpp.transforms import MaskOutsideInputd, SequentialLabelsd, scale_intensity
 
 TINY = {"spatial_dims": 3, "features": (4, 8, 16)}
 
@@ -94,3 +95,18 @@ def test_depths_and_modes_given_as_strings_or_twice_are_refused_by_name():
         SelectHead(True)
     with pytest.raises(ValueError, match="precision in PyTorch must be 'fp32' or 'bf16', got 'fp16'"):
         torch_precision("fp16", torch.device("cpu"))
+
+
+def test_inferer_loss_and_label_values_of_the_wrong_kind_are_refused_by_name():
+    with pytest.raises(ValueError, match="inference_mode must be one of .* got 'gaussian' .*blend_mode"):
+        UNetPlusPlusInferer(roi_size=16, inference_mode="gaussian")
+    with pytest.raises(ValueError, match="sw_batch_size must be a whole number of windows >= 1, got 0"):
+        UNetPlusPlusInferer(roi_size=16, sw_batch_size=0)
+    with pytest.raises(ValueError, match="values must be whole label values .* got '12'"):
+        SequentialLabelsd("label", "12")
+    with pytest.raises(ValueError, match="weights must be a list of non-negative numbers"):
+        DeepSupervisionDiceCELoss(weights="1,1,1")
+    heads, label = [torch.randn(1, 2, 8, 8, 8)] * 3, torch.zeros(1, 1, 8, 8, 8)
+    with pytest.raises(ValueError, match="has 2 weights for 3 heads"):
+        DeepSupervisionDiceCELoss(weights=[1, 1])(heads, label)
+    assert torch.isfinite(DeepSupervisionDiceCELoss(weights=[1, 1, 1])(heads, label))
