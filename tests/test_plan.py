@@ -106,6 +106,13 @@ def test_the_patch_and_batch_fill_the_budget_and_no_more(planned):
         assert est.gib() == pytest.approx(plan.predicted_memory_gib, rel=1e-3)
     # the modality can be given: MR normalisation for the CT-like set
     assert make_plan(stats, modality="MR", gpu_memory_gib=0.02, base_features=4).intensity["scheme"] == "zscore"
+    for bad, message in (
+        ({"max_features": 0}, "max_features must be a whole number >= 1, got 0"),
+        ({"base_features": 7.5}, "base_features must be a whole number >= 1, got 7.5"),
+        ({"gpu_memory_gib": "24"}, "gpu_memory_gib must be a positive number of GiB, got '24'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            make_plan(stats, **bad)
     with pytest.raises(ValueError, match="gpu_memory_gib=1e-05 cannot hold"):
         make_plan(stats, gpu_memory_gib=1e-5)
     with pytest.raises(ValueError, match="describe 3D images .* but spatial_dims=2"):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -286,11 +287,18 @@ def make_plan(
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
-    if not gpu_memory_gib > 0:
+    if isinstance(gpu_memory_gib, bool) or not isinstance(gpu_memory_gib, numbers.Real) or not gpu_memory_gib > 0:
         raise ValueError(f"gpu_memory_gib must be a positive number of GiB, got {gpu_memory_gib!r}.")
-    if base_features < 1 or max_levels < 2:
-        raise ValueError(f"need base_features >= 1 and max_levels >= 2, got {base_features} and {max_levels}.")
-    max_features = (320 if spatial_dims == 3 else 512) if max_features is None else int(max_features)
+    max_features = (320 if spatial_dims == 3 else 512) if max_features is None else max_features
+    for name, value, least in (
+        ("base_features", base_features, 1),
+        ("max_features", max_features, 1),
+        ("max_levels", max_levels, 2),
+    ):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}.")
+    if max_features < base_features:
+        raise ValueError(f"max_features ({max_features}) must be at least base_features ({base_features}).")
     summary = _summary(data_stats)
     reasons: dict[str, str] = {}
 
