@@ -6,6 +6,7 @@ predictions inside the input's nonzero region."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -317,6 +318,15 @@ class IntensityMixtureRefined(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        if isinstance(background, bool) or not isinstance(background, int) or background < 0:
+            raise ValueError(f"background must be a class index >= 0, got {background!r}.")
+        for name, value in (
+            ("prior_weight", prior_weight),
+            ("prior_floor", prior_floor),
+            ("bias_sigma_mm", bias_sigma_mm),
+        ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ValueError(f"{name} must be a number, got {value!r}.")
         if not 0.0 < prior_weight <= 1.0:
             raise ValueError(f"prior_weight must be in (0, 1], got {prior_weight!r}.")
         if not 0.0 <= prior_floor < 1.0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from monai.networks.nets import BasicUNetPlusPlus
@@ -15,7 +16,7 @@ from monai_unetpp.data import SimpleITKReader, prepare_dataset
 from monai_unetpp.networks import load_basic_unetplusplus
 from monai_unetpp.plan import predict_training_memory
 from monai_unetpp.runtime import torch_precision
-from monai_unetpp.transforms import MaskOutsideInputd, SequentialLabelsd, scale_intensity
+from monai_unetpp.transforms import IntensityMixtureRefined, MaskOutsideInputd, SequentialLabelsd, scale_intensity
 
 TINY = {"spatial_dims": 3, "features": (4, 8, 16)}
 
@@ -110,3 +111,15 @@ def test_inferer_loss_and_label_values_of_the_wrong_kind_are_refused_by_name():
     with pytest.raises(ValueError, match="has 2 weights for 3 heads"):
         DeepSupervisionDiceCELoss(weights=[1, 1])(heads, label)
     assert torch.isfinite(DeepSupervisionDiceCELoss(weights=[1, 1, 1])(heads, label))
+
+
+def test_a_numpy_array_and_refinement_arguments_of_the_wrong_kind_are_refused_by_name():
+    with pytest.raises(TypeError, match="takes a torch.Tensor .* got a ndarray"):
+        UNetPlusPlus(**TINY)(np.zeros((1, 1, 16, 16, 16), np.float32))
+    for bad, message in (
+        ({"background": 1.5}, "background must be a class index >= 0, got 1.5"),
+        ({"background": True}, "background must be a class index"),
+        ({"prior_weight": "0.5"}, "prior_weight must be a number, got '0.5'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            IntensityMixtureRefined("pred", "image", **bad)

@@ -677,6 +677,11 @@ class UNetPlusPlus(nn.Module):
         as MONAI's ``sliding_window_inference`` returns them (``copy_meta_from(inputs, copy_attr=False)``).
         """
         x = args[0] if args else kwargs.get("x")
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__} takes a torch.Tensor (batch, channel, *spatial), got a {type(x).__name__}; "
+                "convert it with torch.as_tensor(...)."
+            )
         if not isinstance(x, MetaTensor):
             return super().__call__(*args, **kwargs)
         if args:
