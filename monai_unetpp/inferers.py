@@ -152,6 +152,11 @@ class UNetPlusPlusInferer(SlidingWindowInferer):
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         settings = self._settings(network)
+        given_twice = sorted(set(settings) & set(kwargs))
+        if given_twice:
+            raise ValueError(
+                f"{', '.join(given_twice)} set on the inferer and again in its call; pass each in one place."
+            )
         mode = self.inference_mode or getattr(unwrap_network(network), "inference_mode", "final")
         backend, precision = self.backend, self.precision
         if AUTO in self.requested_runtime and inputs.device.type != "cpu":

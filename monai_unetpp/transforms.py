@@ -165,7 +165,12 @@ def nonzero_region(image: torch.Tensor, margin: int = 1) -> torch.Tensor:
     Returns:
         A boolean ``(1, *spatial)`` Tensor on ``image``'s device.
     """
-    region = (torch.as_tensor(image) != 0).any(dim=0, keepdim=True)
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        raise ValueError(f"margin must be a whole number of voxels >= 0, got {margin!r}.")
+    image = torch.as_tensor(image)
+    if not 2 <= image.ndim <= 4:
+        raise ValueError(f"image must be channel first with 1 to 3 spatial axes, got shape {tuple(image.shape)}.")
+    region = (image != 0).any(dim=0, keepdim=True)
     if margin == 0:
         return region
     pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[region.ndim - 2]

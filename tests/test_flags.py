@@ -12,11 +12,17 @@ import torch
 from monai.networks.nets import BasicUNetPlusPlus
 
 from monai_unetpp import DeepSupervisionDiceCELoss, SelectHead, UNetPlusPlus, UNetPlusPlusInferer
-from monai_unetpp.data import SimpleITKReader, prepare_dataset
+from monai_unetpp.data import SimpleITKReader, make_demo_dataset, prepare_dataset
 from monai_unetpp.networks import load_basic_unetplusplus
 from monai_unetpp.plan import predict_training_memory
 from monai_unetpp.runtime import torch_precision
-from monai_unetpp.transforms import IntensityMixtureRefined, MaskOutsideInputd, SequentialLabelsd, scale_intensity
+from monai_unetpp.transforms import (
+    IntensityMixtureRefined,
+    MaskOutsideInputd,
+    SequentialLabelsd,
+    nonzero_region,
+    scale_intensity,
+)
 
 TINY = {"spatial_dims": 3, "features": (4, 8, 16)}
 
@@ -123,3 +129,16 @@ def test_a_numpy_array_and_refinement_arguments_of_the_wrong_kind_are_refused_by
     ):
         with pytest.raises(ValueError, match=message):
             IntensityMixtureRefined("pred", "image", **bad)
+
+
+def test_settings_given_twice_and_counts_of_the_wrong_kind_are_refused_by_name(tmp_path):
+    net = UNetPlusPlus(**TINY, deep_supervision=True).eval()
+    with pytest.raises(ValueError, match="inference_mode set on the inferer and again in its call"):
+        UNetPlusPlusInferer(roi_size=16, inference_mode="final")(
+            torch.zeros(1, 1, 16, 16, 16), net, inference_mode="mean"
+        )
+    with pytest.raises(ValueError, match="margin must be a whole number of voxels >= 0, got -1"):
+        nonzero_region(torch.zeros(1, 4, 4), margin=-1)
+    with pytest.raises(ValueError, match="num_classes must be a whole number from 2 to 10 .* got '3'"):
+        make_demo_dataset(tmp_path / "demo", num_classes="3")
+    assert not (tmp_path / "demo").exists()

@@ -105,8 +105,10 @@ def make_demo_dataset(
         raise ValueError(f"need num_cases >= 1 and num_test >= 0, got num_cases={num_cases}, num_test={num_test}.")
     if len(shape) != spatial_dims or min(shape) < 16:
         raise ValueError(f"shape must have {spatial_dims} sides of at least 16 voxels, got {shape}.")
-    if not 2 <= num_classes <= _MAX_CLASSES:
-        raise ValueError(f"num_classes must be between 2 and {_MAX_CLASSES} (background included), got {num_classes}.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= _MAX_CLASSES:
+        raise ValueError(
+            f"num_classes must be a whole number from 2 to {_MAX_CLASSES} (background included), got {num_classes!r}."
+        )
 
     target = Path(dataset_dir).expanduser().absolute()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
