@@ -12,7 +12,7 @@ import torch
 from monai.networks.nets import BasicUNetPlusPlus
 
 from monai_unetpp import DeepSupervisionDiceCELoss, SelectHead, UNetPlusPlus, UNetPlusPlusInferer
-from monai_unetpp.data import SimpleITKReader, make_demo_dataset, prepare_dataset
+from monai_unetpp.data import SimpleITKReader, check_dataset, make_demo_dataset, prepare_dataset
 from monai_unetpp.networks import load_basic_unetplusplus
 from monai_unetpp.plan import predict_training_memory
 from monai_unetpp.runtime import torch_precision
@@ -142,3 +142,7 @@ def test_settings_given_twice_and_counts_of_the_wrong_kind_are_refused_by_name(t
     with pytest.raises(ValueError, match="num_classes must be a whole number from 2 to 10 .* got '3'"):
         make_demo_dataset(tmp_path / "demo", num_classes="3")
     assert not (tmp_path / "demo").exists()
+    with pytest.raises(ValueError, match="num_classes must be a whole number >= 1 .* got '3'"):
+        check_dataset([{"image": "a.nii.gz"}], num_classes="3")
+    with pytest.raises(ValueError, match=r"val_fraction must be a number in \[0, 1\), got '0.2'"):
+        prepare_dataset(tmp_path, val_fraction="0.2")

@@ -302,8 +302,8 @@ def check_dataset(
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1 (background included), got {num_classes}.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"num_classes must be a whole number >= 1 (background included), got {num_classes!r}.")
     if in_channels is not None:
         if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral) or in_channels < 1:
             raise ValueError(f"in_channels must be None (not checked) or a whole number >= 1, got {in_channels!r}.")

@@ -105,8 +105,8 @@ def prepare_dataset(
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    if isinstance(val_fraction, (bool, str)) or not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}.")
     root = Path(dataset_dir).expanduser().absolute()
     # a datalist found on its own may use absolute paths only: then dataset_dir need not exist
     required = [require] if isinstance(require, str) else list(require)
