@@ -146,3 +146,5 @@ def test_settings_given_twice_and_counts_of_the_wrong_kind_are_refused_by_name(t
         check_dataset([{"image": "a.nii.gz"}], num_classes="3")
     with pytest.raises(ValueError, match=r"val_fraction must be a number in \[0, 1\), got '0.2'"):
         prepare_dataset(tmp_path, val_fraction="0.2")
+    with pytest.raises(ValueError, match="batch_size must be a whole number of patches >= 1, got '2'"):
+        predict_training_memory([16, 16, 16], "2", [4, 8, 16])

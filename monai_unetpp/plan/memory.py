@@ -197,8 +197,8 @@ def predict_training_memory(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     checkpointing = to_bool(checkpointing, "checkpointing")
     deep_supervision = to_bool(deep_supervision, "deep_supervision")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of patches >= 1, got {batch_size!r}.")
     dims = len(patch_size)
     depth = len(features) - 1
     if strides is None:
